@@ -21,15 +21,16 @@ log = logging.getLogger("etl")
 STAGES = {
     "inventory": "etl.stages.inventory",
     "ingest": "etl.stages.ingest",
+    "sessions": "etl.stages.sessions",
+    "generators": "etl.stages.generators",
     "dedup": "etl.stages.dedup",
     "splits": "etl.stages.splits",
-    "generators": "etl.stages.generators",
     "preference_pairs": "etl.stages.preference_pairs",
     "curriculum": "etl.stages.curriculum",
     "export": "etl.stages.export",
     "verify": "etl.stages.verify",
-    "upload": "etl.stages.upload",
     "report": "etl.stages.report",
+    "upload": "etl.stages.upload",
 }
 EXIT_CONFIG, EXIT_STORAGE, EXIT_GATE, EXIT_FAILED = 2, 3, 4, 1
 
@@ -67,7 +68,7 @@ def run_stage(spark, cfg: Config, name: str, run_id: str) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="etl", description=__doc__)
-    parser.add_argument("command", help=f"one of: run, sample, {', '.join(STAGES)}")
+    parser.add_argument("command", help=f"one of: run, demo, sample, {', '.join(STAGES)}")
     parser.add_argument("--conf", default=None, help="YAML config file (overrides of the defaults)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set dedup.num_perm=128 (repeatable)")
@@ -90,9 +91,24 @@ def _write_sample(args) -> int:
     return 0
 
 
+def _demo(args) -> int:
+    """Sample tree + whole pipeline + upload to a loopback S3 server started and stopped here."""
+    from etl.io.local_s3 import local_s3
+
+    cfg = load_config(args.conf, args.overrides, check_paths=False)
+    args.out = cfg.raw_root
+    _write_sample(args)
+    with local_s3((cfg.release_uri,)) as endpoint:
+        args.overrides = [*args.overrides, f"s3_endpoint_url={endpoint}", "upload=true"]
+        args.command = "run"
+        return execute(args)
+
+
 def execute(args) -> int:
     if args.command == "sample":
         return _write_sample(args)
+    if args.command == "demo":
+        return _demo(args)
     stages = available_stages()
     if args.command == "run":
         todo = stages[stages.index(args.from_stage):] if args.from_stage else stages
@@ -101,7 +117,7 @@ def execute(args) -> int:
             raise ConfigError(f"stage {args.command}: not available in this build")
         todo = [args.command]
     else:
-        raise ConfigError(f"command {args.command!r}: unknown; use run, sample or one of {', '.join(STAGES)}")
+        raise ConfigError(f"command {args.command!r}: unknown; use run, demo, sample or one of {', '.join(STAGES)}")
     cfg = load_config(args.conf, args.overrides)
     run_id = args.run_id or new_run_id()
     log.info("run %s: stages %s; config %s", run_id, ", ".join(todo), json.dumps(to_dict(cfg), default=str))
