@@ -16,8 +16,10 @@ FIELD_SEP = "\u241f"  # SYMBOL FOR UNIT SEPARATOR, between role and content
 RECORD_SEP = "\u241e"  # SYMBOL FOR RECORD SEPARATOR, between messages
 
 _BLOCK_TAG = re.compile(r"(?i)<\s*(br|/p|p|/div|div|/li|li|/h[1-6]|tr)\b[^>]*>")
-_TAG = re.compile(r"<[^>]{0,2000}>")
+_TAG = re.compile(r"<[/!]?[A-Za-z][^<>]*>")  # a tag starts with a letter, / or !: "<3" is text
 _WS = re.compile(r"\s+")
+_NEWLINES = re.compile(r"\r\n?")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # category Cc except \t and \n
 
 
 class InvalidConversation(ValueError):
@@ -80,7 +82,7 @@ def conversation_id(family: str, source_key: str, locator: str) -> str:
 def clean_content(text: str) -> str:
     """Content as stored: surrogates replaced, NUL and other C0 controls (but \\n and \\t) removed, trimmed."""
     text = text.encode("utf-8", "replace").decode("utf-8")
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+    text = _CONTROL.sub("", _NEWLINES.sub("\n", text))
     return unicodedata.normalize("NFC", text).strip()
 
 

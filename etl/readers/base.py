@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from etl.contract import InvalidConversation, normalize_messages
 
@@ -94,6 +94,14 @@ def conversation_record(
         topic=topic or None,
         quality_score=quality_score,
     )
+
+
+def guarded(locator: str, raw_text: str, build: Callable[..., Record], *args) -> Record:
+    """build(*args), or an `unreadable` error Record if it fails unexpectedly: one bad record never ends the object."""
+    try:
+        return build(*args)
+    except Exception as exc:  # noqa: BLE001 - any failure is this record's quarantine reason
+        return error_record(locator, UNREADABLE, f"{type(exc).__name__}: {exc}"[:500], raw_text)
 
 
 def str_metadata(values: dict) -> dict[str, str]:

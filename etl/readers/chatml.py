@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import BinaryIO, Iterator
 
-from etl.readers.base import Record, ReaderLimits, as_score, as_text, conversation_record, iter_json_lines
+from etl.readers.base import ReaderLimits, Record, as_score, as_text, conversation_record, guarded, iter_json_lines
 
 _RESERVED = ("messages", "metadata", "topic", "quality_score")
 
@@ -27,6 +27,17 @@ def _turns(messages) -> list | object:
     ]
 
 
+def _line_record(locator: str, text: str, obj: dict, limits: ReaderLimits) -> Record:
+    meta = obj.get("metadata")
+    metadata = dict(meta) if isinstance(meta, dict) else ({"metadata": meta} if meta is not None else {})
+    metadata.update({k: v for k, v in obj.items() if k not in _RESERVED})
+    topic = as_text(obj.get("topic")) or as_text(metadata.get("topic"))
+    score = as_score(obj.get("quality_score"))
+    if score is None:
+        score = as_score(metadata.get("quality_score"))
+    return conversation_record(locator, text, _turns(obj.get("messages")), limits, metadata, topic, score)
+
+
 def read_chatml_jsonl(stream: BinaryIO, options: dict, limits: ReaderLimits) -> Iterator[Record]:
     """Yield one Record per non-blank line; other top-level keys are kept as metadata."""
     for item in iter_json_lines(stream, limits):
@@ -34,11 +45,4 @@ def read_chatml_jsonl(stream: BinaryIO, options: dict, limits: ReaderLimits) -> 
             yield item
             continue
         locator, text, obj = item
-        meta = obj.get("metadata")
-        metadata = dict(meta) if isinstance(meta, dict) else ({"metadata": meta} if meta is not None else {})
-        metadata.update({k: v for k, v in obj.items() if k not in _RESERVED})
-        topic = as_text(obj.get("topic")) or as_text(metadata.get("topic"))
-        score = as_score(obj.get("quality_score"))
-        if score is None:
-            score = as_score(metadata.get("quality_score"))
-        yield conversation_record(locator, text, _turns(obj.get("messages")), limits, metadata, topic, score)
+        yield guarded(locator, text, _line_record, locator, text, obj, limits)

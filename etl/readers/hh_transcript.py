@@ -14,10 +14,11 @@ from etl.contract import clean_content
 from etl.readers.base import (
     BAD_MESSAGE,
     NO_MESSAGES,
-    Record,
     ReaderLimits,
+    Record,
     conversation_record,
     error_record,
+    guarded,
     iter_json_lines,
 )
 from etl.schemas import ROLE_ASSISTANT, ROLE_USER
@@ -87,26 +88,29 @@ def pair_metadata(chosen: list[dict], rejected: list[dict]) -> dict[str, str]:
     }
 
 
+def _line_record(locator: str, text: str, obj: dict, fields: tuple[str, str], limits: ReaderLimits) -> Record:
+    chosen_field, rejected_field = fields
+    try:
+        chosen_turns = parse_transcript(obj.get(chosen_field))
+    except _BadTranscript as exc:
+        return error_record(locator, exc.reason, f"{chosen_field}: {exc}", text)
+    record = conversation_record(locator, text, chosen_turns, limits)
+    if record.error is None:
+        try:
+            rejected = _cleaned(parse_transcript(obj.get(rejected_field)))
+        except _BadTranscript as exc:
+            rejected = []  # no usable rejected side: the chosen conversation is still good SFT data
+            record.metadata["rejected_error"] = f"{rejected_field}: {exc}"
+        record.metadata.update(pair_metadata(record.messages, rejected))
+    return record
+
+
 def read_hh_transcript_jsonl(stream: BinaryIO, options: dict, limits: ReaderLimits) -> Iterator[Record]:
     """Yield one Record per non-blank line: the chosen transcript, with the rejected one in metadata."""
-    chosen_field = options.get("chosen_field", "chosen")
-    rejected_field = options.get("rejected_field", "rejected")
+    fields = (options.get("chosen_field", "chosen"), options.get("rejected_field", "rejected"))
     for item in iter_json_lines(stream, limits):
         if isinstance(item, Record):
             yield item
             continue
         locator, text, obj = item
-        try:
-            chosen_turns = parse_transcript(obj.get(chosen_field))
-        except _BadTranscript as exc:
-            yield error_record(locator, exc.reason, f"{chosen_field}: {exc}", text)
-            continue
-        record = conversation_record(locator, text, chosen_turns, limits)
-        if record.error is None:
-            try:
-                rejected = _cleaned(parse_transcript(obj.get(rejected_field)))
-            except _BadTranscript as exc:
-                rejected = []  # no usable rejected side: the chosen conversation is still good SFT data
-                record.metadata["rejected_error"] = f"{rejected_field}: {exc}"
-            record.metadata.update(pair_metadata(record.messages, rejected))
-        yield record
+        yield guarded(locator, text, _line_record, locator, text, obj, fields, limits)

@@ -1,8 +1,9 @@
 """`qa_csv`: one question/answer pair per CSV row, columns mapped by the family's options.
 
 Options (all optional but `columns.prompt` and `columns.response`):
-  columns: {prompt, title, response, topic, quality, group, author} -> CSV header names
-  metadata_columns: extra columns copied into metadata as is
+  columns: {prompt, title, response, topic, quality, group, author} -> CSV header names; any other key maps a
+           column to the metadata key of that name (e.g. `upstream_split: split`)
+  metadata_columns: extra columns copied into metadata under their own name (`split` becomes `upstream_split`)
   html: strip HTML from the response (contract.strip_html)
   topic_list_separator: the topic cell is a list; topic = its first element, metadata["topics"] = the list
 """
@@ -21,19 +22,24 @@ from etl.readers.base import (
     MALFORMED_ROW,
     MISSING_COLUMN,
     RECORD_TOO_LARGE,
-    Record,
     ReaderLimits,
+    Record,
     as_score,
     as_text,
     conversation_record,
     error_record,
+    guarded,
 )
 from etl.schemas import ROLE_ASSISTANT, ROLE_USER
 
 REQUIRED_COLUMNS = ("prompt", "response")
+MAPPED_KEYS = ("prompt", "title", "response", "topic", "quality", "group", "author")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _NON_WORD = re.compile(r"[\W_]+")
 _RENAMED = {"split": "upstream_split"}
+# contract.strip_html leaves tags over 2,000 chars; the legacy scrape inlines base64 images (`<img src="data:...">`)
+# hundreds of KB long, which would make a good answer `message_too_long`. Images carry no text: drop them first.
+_IMG_TAG = re.compile(r"(?i)<img\b[^>]*>")
 
 # Per-row size is checked after parsing (record_too_large); the csv module's own limit only guards runaway
 # quoting, which would otherwise swallow the rest of the file into one field.
@@ -80,7 +86,7 @@ def _row_record(locator: str, row: list[str], index: dict[str, int], options: di
     response = cell("response")
     turns = [
         {"role": ROLE_USER, "content": user_content(cell("title"), cell("prompt"))},
-        {"role": ROLE_ASSISTANT, "content": strip_html(response) if html else response},
+        {"role": ROLE_ASSISTANT, "content": strip_html(_IMG_TAG.sub("", response)) if html else response},
     ]
     topic_cell = cell("topic")
     separator = options.get("topic_list_separator")
@@ -95,6 +101,9 @@ def _row_record(locator: str, row: list[str], index: dict[str, int], options: di
     for name in options.get("metadata_columns", []):
         if name in index:  # the upstream split knows nothing of our near-duplicate-aware splits: renamed
             metadata[_RENAMED.get(name, name)] = row[index[name]]
+    for key, name in columns.items():
+        if key not in MAPPED_KEYS and name in index:
+            metadata[key] = row[index[name]]
     return conversation_record(locator, raw, turns, limits, metadata, topic, as_score(cell("quality")))
 
 
@@ -144,5 +153,5 @@ def _read_rows(reader, options: dict, limits: ReaderLimits) -> Iterator[Record]:
         elif any(_SURROGATE.search(c) for c in row):
             yield error_record(locator, INVALID_UTF8, "row holds bytes that are not UTF-8", _row_text(row))
         else:
-            yield _row_record(locator, row, index, options, limits)
+            yield guarded(locator, "", _row_record, locator, row, index, options, limits)
 
