@@ -69,11 +69,10 @@ class DedupConf:
     num_perm: int = 128
     jaccard_threshold: float = 0.7
     bands: int = 0  # 0: derived from num_perm and jaccard_threshold
-    hyperplane_bits: int = 16
-    hyperplane_tables: int = 8
+    hyperplane_bits: int = 12  # 12 x 12: a pair at cosine 0.9 is a candidate with p=0.87, at 0.3 with p=0.02
+    hyperplane_tables: int = 12
     cosine_threshold: float = 0.9
-    answer_cosine_threshold: float = 0.9
-    answer_jaccard_threshold: float = 0.5
+    semantic_jaccard_floor: float = 0.2  # cosine alone misjudges same-topic answers: ask some lexical overlap too
     min_informative_chars: int = 24  # shorter texts never link rows
     max_bucket_size: int = 200  # a band bucket bigger than this is a template, not a duplicate
     max_cluster_size: int = 500
@@ -86,7 +85,11 @@ class SplitConf:
     salt: str = "splits-v1"
     previous_table: str = ""  # Delta path of a published splits table
     previous_version: int = -1  # -1: latest
-    min_informative_chars: int = 24
+    min_informative_chars: int = 24  # shorter turns (and greeting/thanks-only turns) never link rows
+    allow_published_conflicts: bool = False  # true: a group whose published rows disagree keeps them, reported
+    report_groups: int = 10  # largest split groups listed in the stage's counts
+    method: str = "balanced"  # balanced: ratios held per family (etl/split_balance.py) | hash: by group hash only
+    max_group_share: float = 0.25  # balanced: one group takes at most this share of a family's split target
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,19 @@ class GeneratorConf:
     hard_negative_max_cosine: float = 0.9
     degraded_per_prompt: int = 1
     volumes: dict = field(default_factory=lambda: {"edge_case_synthetic": 200, "sarcasm": 150, "roleplay_simulator": 100})
+    mix: dict = field(default_factory=dict)  # family -> {template category: weight}; absent = uniform over templates
+    oversample: int = 3  # candidates built per wanted conversation; exact repeats dropped, first `volume` kept
+    topic_seed_families: tuple = ("counsel_chat",)  # topics for edge cases and sarcasm
+    persona_seed_families: tuple = ("esconv_failed",)  # emotion / problem / situation for roleplay personas
+    ranked_families: tuple = ("counsel_chat", "counsel_chat_legacy")
+    ranked_pairs_per_prompt: int = 1
+    native_families: tuple = ("hh_rlhf_harmless",)
+    hard_negative_families: tuple = ("counsel_chat", "counsel_chat_legacy")
+    hard_negative_neighbours: int = 5  # candidates kept per prompt before the split / answer checks
+    degraded_families: tuple = ("counsel_chat", "counsel_chat_legacy", "sarcasm")
+    safety_families: tuple = ("edge_case_synthetic", "sarcasm", "hh_rlhf_harmless")
+    pair_max_jaccard: float = 0.7  # chosen vs rejected word-shingle Jaccard at or above this: near-identical, dropped
+    rejected_sft_exempt: tuple = ("ranked", "hard_negative")  # their rejects are real answers, SFT in their own context
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,16 @@ class VerifyConf:
     split_tolerance: float = 0.01
     min_rows_for_ratio_check: int = 1000
     max_chars: int = 400000
+    max_examples: int = 5  # offending examples kept per gate in gate_results and the report
+    pii_metadata_fields: tuple = ("question_title", "situation")  # free-text metadata the PII gate scans too
+
+
+@dataclass(frozen=True)
+class UploadConf:
+    max_attempts: int = 5  # total attempts per S3 request (first try + retries), botocore standard mode
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    verify_read: str = "auto"  # auto: also GET + hash each object when s3_endpoint_url is set | always | never
 
 
 @dataclass(frozen=True)
@@ -143,6 +169,7 @@ class Config:
     generators: GeneratorConf = field(default_factory=GeneratorConf)
     export: ExportConf = field(default_factory=ExportConf)
     verify: VerifyConf = field(default_factory=VerifyConf)
+    upload_settings: UploadConf = field(default_factory=UploadConf)
 
     def family(self, name: str) -> FamilyConf:
         for fam in self.families:
@@ -297,6 +324,10 @@ def validate(cfg: Config, check_paths: bool = True) -> Config:
         raise ConfigError("splits.ratios: need train, val and test summing to 1.0, e.g. {train: 0.9, val: 0.05, test: 0.05}")
     if cfg.upload and not is_s3(cfg.release_uri):
         raise ConfigError("release_uri: upload is true but release_uri is not s3://bucket/prefix; set it or --set upload=false")
+    if cfg.upload_settings.verify_read not in ("auto", "always", "never"):
+        raise ConfigError("upload_settings.verify_read: use auto, always or never")
+    if cfg.upload_settings.max_attempts < 1:
+        raise ConfigError("upload_settings.max_attempts: must be >= 1 (total attempts per request)")
     if cfg.export.compression not in ("none", "gzip"):
         raise ConfigError("export.compression: use none or gzip")
     if cfg.dedup.embeddings.backend not in ("torch", "onnx"):

@@ -52,11 +52,31 @@ def _is_reference_number(text: str, start: int) -> bool:
     return P.REFERENCE_CUE.search(text, max(0, start - 30), start) is not None
 
 
+# Public crisis and support lines are resources, not personal data: a therapy assistant must keep them.
+PUBLIC_HOTLINES = frozenset({
+    "8002738255",  # 988 Suicide & Crisis Lifeline (former number)
+    "8006624357",  # SAMHSA National Helpline
+    "8007997233",  # National Domestic Violence Hotline
+    "8006564673",  # RAINN National Sexual Assault Hotline
+    "8664887386",  # The Trevor Project
+    "8775658860",  # Trans Lifeline
+    "8004224453",  # Childhelp National Child Abuse Hotline
+    "8009312237",  # NEDA helpline
+    "8009506264",  # NAMI HelpLine
+    "8009857600",  # Disaster Distress Helpline
+})
+
+
+def is_public_hotline(number: str) -> bool:
+    digits = re.sub(r"\D", "", number)
+    return len(digits) >= 10 and digits[-10:] in PUBLIC_HOTLINES
+
+
 def _phones(text: str, n_digits: int) -> Iterator[Span]:
     if n_digits < 7:
         return
     for m in P.PHONE_US.finditer(text):
-        if not _is_reference_number(text, m.start()):
+        if not _is_reference_number(text, m.start()) and not is_public_hotline(m.group()):
             yield m.start(), m.end(), PHONE
     if "+" in text:
         for m in P.PHONE_INTL.finditer(text):
@@ -64,7 +84,7 @@ def _phones(text: str, n_digits: int) -> Iterator[Span]:
             if span:
                 yield span[0], span[1], PHONE
     for m in P.PHONE_CUED.finditer(text):
-        if not _is_reference_number(text, m.start("num")):
+        if not _is_reference_number(text, m.start("num")) and not is_public_hotline(m.group("num")):
             yield m.start("num"), m.end("num"), PHONE
 
 

@@ -1,0 +1,120 @@
+"""mapInPandas functions of the dedup stage: thin wrappers over the numpy building blocks (tested without Spark)."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    FloatType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from etl.config import DedupConf, EmbeddingConf
+
+# One row per (conversation, field) text.
+FEATURES_SCHEMA = StructType([
+    StructField("conversation_id", StringType(), False),
+    StructField("content_hash", StringType(), False),
+    StructField("field", StringType(), False),
+    StructField("text_hash", StringType(), False),
+    StructField("n_chars", IntegerType(), False),
+    StructField("informative", BooleanType(), False),
+    StructField("signature", ArrayType(LongType(), False), False),
+    StructField("bands", ArrayType(LongType(), False), False),
+])
+EMBED_OUT_SCHEMA = StructType([
+    StructField("text_hash", StringType(), False),
+    StructField("model", StringType(), False),
+    StructField("vector", ArrayType(FloatType(), False), False),
+])
+HYPERPLANE_SCHEMA = StructType([
+    StructField("text_hash", StringType(), False),
+    StructField("bands", ArrayType(LongType(), False), False),
+])
+
+TRIVIAL_TEXTS = frozenset({
+    "hi", "hello", "hey", "hi there", "hello there", "hey there", "thanks", "thank you", "thank you so much",
+    "thanks a lot", "ok", "okay", "bye", "goodbye", "good bye", "yes", "no", "sure", "you're welcome",
+    "you are welcome", "take care", "have a nice day", "have a good day", "how are you", "i am fine",
+})
+
+
+def is_informative(normalized: str, min_chars: int) -> bool:
+    """A text links rows only if it carries information: long enough and not a stock greeting or sign-off."""
+    return len(normalized) >= min_chars and normalized not in TRIVIAL_TEXTS
+
+
+def features_fn(conf: DedupConf, bands: int, rows: int):
+    """mapInPandas: (conversation_id, content_hash, field, text) -> text hash, MinHash signature, band hashes."""
+    from etl.contract import text_hash
+    from etl.dedup.minhash import MinHasher, band_hashes, normalize_for_shingles, shingle_hashes_many
+
+    hasher = MinHasher(conf.num_perm)
+    min_chars = conf.min_informative_chars
+
+    def featurize(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            texts = batch["text"].fillna("").tolist()
+            normalized = [normalize_for_shingles(t) for t in texts]
+            sigs = hasher.signatures(shingle_hashes_many(normalized, conf.shingle_size, normalized=True))
+            band = band_hashes(sigs, bands, rows)
+            yield pd.DataFrame({
+                "conversation_id": batch["conversation_id"],
+                "content_hash": batch["content_hash"],
+                "field": batch["field"],
+                "text_hash": [text_hash(t) for t in texts],
+                "n_chars": [len(n) for n in normalized],
+                "informative": [is_informative(n, min_chars) for n in normalized],
+                "signature": list(sigs.astype(np.int64)),
+                "bands": list(band.astype(np.int64)),
+            })
+
+    return featurize
+
+
+def _torch_threads() -> None:
+    """Share the cores among the Python workers Spark runs at once, instead of oversubscribing them."""
+    try:
+        import torch
+    except ImportError:
+        return
+    workers = int(os.environ.get("ETL_PARALLEL_TASKS", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
+
+
+def embed_fn(conf: EmbeddingConf, model_key: str):
+    """mapInPandas: (text_hash, text) -> L2-normalised vectors; the model is loaded once per Python worker."""
+    from etl.dedup.embedder import embed_texts
+
+    def embed(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        _torch_threads()
+        for batch in batches:
+            vectors = embed_texts(batch["text"].fillna("").tolist(), conf)
+            yield pd.DataFrame({"text_hash": batch["text_hash"], "model": model_key,
+                                "vector": list(vectors.astype(np.float32))})
+
+    return embed
+
+
+def hyperplane_fn(bits: int, tables: int):
+    """mapInPandas: (text_hash, vector) -> random-hyperplane band keys (embedding-space LSH)."""
+    from etl.dedup.hyperplanes import hyperplane_bands
+
+    def bucket(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            if batch.empty:
+                continue
+            vectors = np.stack(batch["vector"].to_numpy()).astype(np.float32)
+            keys = hyperplane_bands(vectors, bits, tables)
+            yield pd.DataFrame({"text_hash": batch["text_hash"], "bands": list(keys.astype(np.int64))})
+
+    return bucket

@@ -1,0 +1,222 @@
+"""dedup: exact hashes + MinHash and embedding LSH candidates, verified, as `dup_edges` and `dup_clusters`.
+
+Identify only: nothing is removed from `conversations`; export keeps the canonical member of each cluster.
+Two relations (DESIGN.md §3):
+- duplicate: the answer side is near-identical (verified) AND the prompt is near-identical too (or both prompts
+  carry no information), i.e. the same conversation;
+- related: a near-identical prompt under another answer, or a near-identical answer under another prompt.
+Clusters are connected components of the duplicate relation only; splits use both relations.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from etl.config import Config, DedupConf
+from etl.dedup import clusters, udfs
+from etl.dedup.embedder import model_key
+from etl.dedup.minhash import optimal_params
+from etl.io import delta
+from etl.schemas import CONVERSATIONS, DUP_CLUSTERS, DUP_EDGES, EMBEDDINGS
+
+log = logging.getLogger(__name__)
+
+FIELD_PROMPT, FIELD_ANSWER, FIELD_CONVERSATION = "prompt", "answer", "conversation"
+KIND_DUPLICATE, KIND_RELATED = "duplicate", "related"
+SOURCE_EXACT, SOURCE_MINHASH, SOURCE_EMBEDDING = "exact", "minhash", "embedding"
+
+
+def band_params(conf: DedupConf) -> tuple[int, int]:
+    """(bands, rows): from conf when set, else optimal for the Jaccard threshold."""
+    if conf.bands:
+        return conf.bands, conf.num_perm // conf.bands
+    return optimal_params(conf.jaccard_threshold, conf.num_perm)
+
+
+def with_texts(conv: DataFrame) -> DataFrame:
+    """One row per (conversation, field): the first user turn (prompt) and all assistant turns (answer)."""
+    prompt = F.filter("messages", lambda m: m["role"] == "user")[0]["content"]
+    answer = F.array_join(F.transform(F.filter("messages", lambda m: m["role"] == "assistant"),
+                                      lambda m: m["content"]), "\n")
+    return conv.select("conversation_id", "content_hash", F.explode(F.array(
+        F.struct(F.lit(FIELD_PROMPT).alias("field"), F.coalesce(prompt, F.lit("")).alias("text")),
+        F.struct(F.lit(FIELD_ANSWER).alias("field"), answer.alias("text")),
+    )).alias("t")).select("conversation_id", "content_hash", "t.field", "t.text")
+
+
+def bucket_pairs(keys: DataFrame, max_bucket: int) -> tuple[DataFrame, DataFrame]:
+    """(field, band, key, text_hash) -> candidate pairs within buckets; buckets over max_bucket are templates."""
+    buckets = (keys.groupBy("field", "band", "key")
+               .agg(F.array_sort(F.collect_set("text_hash")).alias("members"))
+               .where(F.size("members") > 1))
+    too_big = buckets.where(F.size("members") > max_bucket)
+    pairs = (buckets.where(F.size("members") <= max_bucket)
+             .select("field", F.explode("members").alias("h1"), "members")
+             .select("field", "h1", F.explode("members").alias("h2"))
+             .where(F.col("h1") < F.col("h2")).distinct())
+    return pairs, too_big
+
+
+def minhash_candidates(features: DataFrame, max_bucket: int) -> tuple[DataFrame, DataFrame]:
+    keys = (features.where("informative").select("field", "text_hash", F.posexplode("bands").alias("band", "key"))
+            .distinct())
+    return bucket_pairs(keys, max_bucket)
+
+
+def embedding_candidates(vec_bands: DataFrame, text_fields: DataFrame, max_bucket: int) -> tuple[DataFrame, DataFrame]:
+    keys = (vec_bands.join(text_fields, "text_hash", how="inner")
+            .select("field", "text_hash", F.posexplode("bands").alias("band", "key")))
+    return bucket_pairs(keys, max_bucket)
+
+
+def _cosine(a: Column, b: Column) -> Column:
+    return F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0).cast("double"), lambda acc, x: acc + x)
+
+
+def _jaccard(a: Column, b: Column, num_perm: int) -> Column:
+    return F.size(F.filter(F.zip_with(a, b, lambda x, y: x == y), lambda x: x)) / F.lit(float(num_perm))
+
+
+def verify_text_pairs(cands: DataFrame, sigs: DataFrame, vectors: DataFrame, conf: DedupConf) -> DataFrame:
+    """Estimated Jaccard and cosine for every candidate text pair; `near` by the field's thresholds."""
+    s1 = sigs.select(F.col("text_hash").alias("h1"), F.col("signature").alias("s1"))
+    s2 = sigs.select(F.col("text_hash").alias("h2"), F.col("signature").alias("s2"))
+    v1 = vectors.select(F.col("text_hash").alias("h1"), F.col("vector").alias("v1"))
+    v2 = vectors.select(F.col("text_hash").alias("h2"), F.col("vector").alias("v2"))
+    scored = (cands.join(s1, "h1", how="inner").join(s2, "h2", how="inner")
+              .join(v1, "h1", how="left").join(v2, "h2", how="left")
+              .select("field", "h1", "h2", "source",
+                      _jaccard(F.col("s1"), F.col("s2"), conf.num_perm).alias("jaccard"),
+                      F.when(F.col("v1").isNotNull() & F.col("v2").isNotNull(), _cosine(F.col("v1"), F.col("v2")))
+                      .alias("cosine")))
+    return scored.withColumn("near", near_condition(conf))
+
+
+def near_condition(conf: DedupConf) -> Column:
+    """Lexically near (Jaccard) or semantically near with some lexical support (cosine + Jaccard floor)."""
+    lexical = F.col("jaccard") >= F.lit(conf.jaccard_threshold)
+    semantic = (F.coalesce(F.col("cosine"), F.lit(0.0)) >= F.lit(conf.cosine_threshold)) & (
+        F.col("jaccard") >= F.lit(conf.semantic_jaccard_floor))
+    return lexical | semantic
+
+
+def exact_pairs(features: DataFrame, max_group: int) -> DataFrame:
+    """Conversations sharing an identical informative text: all pairs in small groups, a star in large ones."""
+    groups = (features.where("informative").groupBy("field", "text_hash")
+              .agg(F.array_sort(F.collect_set("conversation_id")).alias("ids")).where(F.size("ids") > 1))
+    small = (groups.where(F.size("ids") <= max_group)
+             .select("field", F.explode("ids").alias("a"), "ids").select("field", "a", F.explode("ids").alias("b")))
+    star = groups.where(F.size("ids") > max_group).select("field", F.col("ids")[0].alias("a"), F.explode("ids").alias("b"))
+    return (small.unionByName(star).where(F.col("a") < F.col("b"))
+            .select("field", "a", "b", F.lit(1.0).alias("jaccard"), F.lit(1.0).alias("cosine"),
+                    F.lit(SOURCE_EXACT).alias("source")))
+
+
+def conversation_pairs(text_pairs: DataFrame, features: DataFrame) -> DataFrame:
+    """Verified near text pairs -> the conversation pairs that hold those texts in that field."""
+    t1 = features.select("field", F.col("text_hash").alias("h1"), F.col("conversation_id").alias("c1"))
+    t2 = features.select("field", F.col("text_hash").alias("h2"), F.col("conversation_id").alias("c2"))
+    joined = text_pairs.where("near").join(t1, ["field", "h1"], how="inner").join(t2, ["field", "h2"], how="inner")
+    return joined.select("field", F.least("c1", "c2").alias("a"), F.greatest("c1", "c2").alias("b"),
+                         "jaccard", "cosine", "source").where(F.col("a") != F.col("b"))
+
+
+def classify_edges(pairs: DataFrame, features: DataFrame, vectors: DataFrame, conf: DedupConf) -> DataFrame:
+    """Answer-side pairs become duplicates when their prompts also match; everything else is related."""
+    best = (pairs.groupBy("field", "a", "b").agg(
+        F.max("jaccard").alias("jaccard"), F.max("cosine").alias("cosine"),
+        F.array_join(F.array_sort(F.collect_set("source")), "+").alias("source")))
+    prompts = features.where(F.col("field") == FIELD_PROMPT).join(vectors, "text_hash", how="left").select(
+        "conversation_id", "text_hash", "informative", "signature", "vector")
+    pa = prompts.select(*[F.col(c).alias(f"pa_{c}") for c in prompts.columns])
+    pb = prompts.select(*[F.col(c).alias(f"pb_{c}") for c in prompts.columns])
+    answers = (best.where(F.col("field") == FIELD_ANSWER)
+               .join(pa, F.col("a") == F.col("pa_conversation_id"), how="left")
+               .join(pb, F.col("b") == F.col("pb_conversation_id"), how="left"))
+    p_jac = _jaccard(F.col("pa_signature"), F.col("pb_signature"), conf.num_perm)
+    p_cos = F.coalesce(_cosine(F.col("pa_vector"), F.col("pb_vector")), F.lit(0.0))
+    same_prompt = F.col("pa_text_hash") == F.col("pb_text_hash")
+    both_uninformative = ~F.col("pa_informative") & ~F.col("pb_informative")
+    prompt_near = (p_jac >= conf.jaccard_threshold) | ((p_cos >= conf.cosine_threshold) & (
+        p_jac >= conf.semantic_jaccard_floor))
+    is_dup = F.coalesce(same_prompt | both_uninformative | prompt_near, F.lit(False))
+    answer_edges = answers.select(
+        "a", "b", F.when(is_dup, KIND_DUPLICATE).otherwise(KIND_RELATED).alias("kind"),
+        "jaccard", "cosine", "source", F.when(is_dup, FIELD_CONVERSATION).otherwise(FIELD_ANSWER).alias("field"))
+    prompt_edges = (best.where(F.col("field") == FIELD_PROMPT)
+                    .join(answer_edges.where(F.col("kind") == KIND_DUPLICATE).select("a", "b"), ["a", "b"],
+                          how="left_anti")
+                    .select("a", "b", F.lit(KIND_RELATED).alias("kind"), "jaccard", "cosine", "source",
+                            F.lit(FIELD_PROMPT).alias("field")))
+    return (answer_edges.unionByName(prompt_edges)
+            .select(F.col("a").alias("conversation_id_a"), F.col("b").alias("conversation_id_b"), "kind",
+                    F.col("jaccard").cast("double"), F.col("cosine").cast("double"), "source", "field"))
+
+
+def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: str) -> tuple[DataFrame, dict]:
+    """Vectors for every distinct text, embedding only texts the cache does not hold yet."""
+    conf = cfg.dedup.embeddings
+    key = model_key(conf)
+    cached = delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key).select("text_hash")
+    missing = texts.join(cached, "text_hash", how="left_anti")
+    n_missing = missing.count()
+    parallel = max(1, min(spark.sparkContext.defaultParallelism, 1 + n_missing // max(1, conf.batch_size)))
+    if n_missing:
+        # Sorted by length within partitions so each batch pads to similar lengths.
+        todo = (missing.repartition(parallel).sortWithinPartitions(F.length("text").desc()))
+        new = todo.mapInPandas(udfs.embed_fn(conf, key), udfs.EMBED_OUT_SCHEMA)
+        delta.merge_new_rows(new, cfg, EMBEDDINGS, ("text_hash", "model"), run_id, "dedup")
+    vectors = (delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key)
+               .join(texts.select("text_hash"), "text_hash", how="left_semi").select("text_hash", "vector"))
+    n_texts = texts.count()
+    return vectors, {"texts_embedded": n_missing, "texts_from_cache": n_texts - n_missing}
+
+
+def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
+    """Find duplicates and related rows; write dup_edges and dup_clusters; return counts."""
+    conf = cfg.dedup
+    bands, rows = band_params(conf)
+    conv = delta.read_table(spark, cfg, CONVERSATIONS).select("conversation_id", "content_hash", "messages")
+    features = (with_texts(conv).mapInPandas(udfs.features_fn(conf, bands, rows), udfs.FEATURES_SCHEMA)
+                .persist())
+    texts = (with_texts(conv).join(features.select("conversation_id", "field", "text_hash", "informative"),
+                                   ["conversation_id", "field"], how="inner")
+             .where("informative").select("text_hash", "text").dropDuplicates(["text_hash"]))
+    vectors, embed_counts = embed_missing(spark, cfg, texts, run_id)
+    vectors = vectors.persist()
+    text_fields = features.where("informative").select("text_hash", "field").distinct()
+    vec_bands = vectors.mapInPandas(udfs.hyperplane_fn(conf.hyperplane_bits, conf.hyperplane_tables),
+                                    udfs.HYPERPLANE_SCHEMA)
+    mh_pairs, mh_big = minhash_candidates(features, conf.max_bucket_size)
+    em_pairs, em_big = embedding_candidates(vec_bands, text_fields, conf.max_bucket_size)
+    cands = (mh_pairs.withColumn("source", F.lit(SOURCE_MINHASH))
+             .unionByName(em_pairs.withColumn("source", F.lit(SOURCE_EMBEDDING))).persist())
+    sigs = features.select("text_hash", "signature").dropDuplicates(["text_hash"])
+    verified = verify_text_pairs(cands, sigs, vectors, conf).persist()
+    pairs = conversation_pairs(verified, features).unionByName(exact_pairs(features, conf.max_bucket_size))
+    edges = classify_edges(pairs, features, vectors, conf).persist()
+    w_edges = delta.write_table(edges, cfg, DUP_EDGES, run_id, "dedup")
+    edges_written = delta.read_table(spark, cfg, DUP_EDGES)
+    all_conv = delta.read_table(spark, cfg, CONVERSATIONS).select("conversation_id", "content_hash")
+    cluster_df, cstats = clusters.duplicate_clusters(spark, all_conv, edges_written, conf.max_cluster_size)
+    w_clusters = delta.write_table(cluster_df, cfg, DUP_CLUSTERS, run_id, "dedup")
+    counts = {
+        **embed_counts,
+        "bands": bands, "rows_per_band": rows,
+        "candidates_minhash": mh_pairs.count(), "candidates_embedding": em_pairs.count(),
+        "template_buckets_dropped": mh_big.count() + em_big.count(),
+        "verified_text_pairs": verified.where("near").count(),
+        "edges": w_edges.rows,
+        **{f"edges_{r['kind']}": r["n"] for r in edges_written.groupBy("kind").agg(F.count("*").alias("n")).collect()},
+        **{f"exact_groups_{r['field']}": r["n"] for r in features.where("informative")
+           .groupBy("field", "text_hash").count().where("count > 1").groupBy("field")
+           .agg(F.count("*").alias("n")).collect()},
+        **cstats, "clusters_rows": w_clusters.rows,
+    }
+    for df in (features, vectors, cands, verified, edges):
+        df.unpersist()
+    log.info("dedup: %s", counts)
+    return counts

@@ -1,0 +1,126 @@
+"""ingest: every raw record becomes a conversation or a quarantine row; reruns add no Delta versions."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from etl.io import delta
+from etl.stages import ingest, inventory
+
+from conftest import REPO, SHARED_RAW
+
+
+@pytest.fixture(scope="module")
+def shared_lake(spark, tmp_path_factory):
+    """The real corpus inventoried and ingested once for this module."""
+    from etl.config import load_config
+
+    root = tmp_path_factory.mktemp("shared")
+    cfg = load_config(str(REPO / "conf" / "shared_corpus.yaml"),
+                      [f"lake_root={root / 'lake'}", f"release_dir={root / 'release'}", "database=shared_ingest"])
+    inventory.run(spark, cfg, "inv-1")
+    counts = ingest.run(spark, cfg, "ing-1")
+    return cfg, counts
+
+
+def test_real_corpus_reconciles_per_family(shared_lake):
+    _, counts = shared_lake
+    got = {r["family"]: (r["records_read"], r["conversations"], r["quarantined"]) for r in counts["by_family"]}
+    assert got == {
+        "counsel_chat": (2129, 2129, 0),
+        "counsel_chat_legacy": (1482, 1475, 7),  # 5 answers that are only <p><br></p>, 2 rows with no question
+        "hh_rlhf_harmless": (2312, 2309, 3),  # 3 chosen transcripts ending in an empty Assistant turn
+        "esconv_failed": (196, 196, 0),
+    }
+
+
+def test_quarantine_reasons_on_real_corpus(spark, shared_lake):
+    cfg, _ = shared_lake
+    rows = delta.read_table(spark, cfg, "quarantine").groupBy("family", "reason").count().collect()
+    assert {(r["family"], r["reason"], r["count"]) for r in rows} == {
+        ("counsel_chat_legacy", "no_assistant_turn", 5),
+        ("counsel_chat_legacy", "no_user_turn", 2),
+        ("hh_rlhf_harmless", "no_assistant_turn", 3),
+    }
+
+
+def test_conversations_follow_the_contract(spark, shared_lake):
+    from etl.contract import content_hash
+
+    cfg, _ = shared_lake
+    conv = delta.read_table(spark, cfg, "conversations")
+    bad_roles = conv.selectExpr("explode(messages) AS m").where(
+        "m.role NOT IN ('system','user','assistant') OR length(trim(m.content)) = 0").count()
+    assert bad_roles == 0
+    assert conv.where("NOT exists(messages, m -> m.role = 'user') OR "
+                      "NOT exists(messages, m -> m.role = 'assistant')").count() == 0
+    assert conv.select("conversation_id").distinct().count() == conv.count()
+    for row in conv.limit(50).collect():
+        assert row["content_hash"] == content_hash([m.asDict() for m in row["messages"]])
+    legacy = conv.where("family = 'counsel_chat_legacy'").first()
+    assert "<p>" not in legacy["messages"][1]["content"]
+    cc = conv.where("family = 'counsel_chat'").first()
+    assert cc["metadata"]["upstream_split"] in ("train", "val", "test")
+    assert cc["quality_score"] is not None
+
+
+def test_rerun_on_unchanged_input_adds_no_version(spark, shared_lake):
+    cfg, _ = shared_lake
+    versions = {t: delta.current_version(spark, cfg.table_path(t)) for t in ("conversations", "quarantine")}
+    counts = ingest.run(spark, cfg, "ing-2")
+    assert counts["conversations_changed"] is False
+    assert {t: delta.current_version(spark, cfg.table_path(t)) for t in versions} == versions
+    ops = [h["operation"] for h in delta.history(spark, cfg.table_path("conversations"))]
+    assert ops == ["WRITE"]
+
+
+def test_tables_are_readable_by_another_engine(spark, shared_lake):
+    from deltalake import DeltaTable
+
+    cfg, _ = shared_lake
+    for table in ("conversations", "quarantine", "inventory"):
+        other = DeltaTable(cfg.table_path(table)).to_pyarrow_table().num_rows
+        assert other == delta.read_table(spark, cfg, table).count()
+
+
+def test_fresh_session_queries_tables_by_name(shared_lake):
+    cfg, _ = shared_lake
+    code = (
+        "from etl.lake import open_lake\n"
+        f"spark, cfg = open_lake(None, ['lake_root={cfg.lake_root}', 'database=lake'])\n"
+        "rows = spark.sql('SELECT family, count(*) AS n FROM lake.conversations GROUP BY family').collect()\n"
+        "import json; print(json.dumps({r['family']: r['n'] for r in rows}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"counsel_chat": 2129, "counsel_chat_legacy": 1475, "hh_rlhf_harmless": 2309, "esconv_failed": 196}
+
+
+def test_bad_objects_end_in_quarantine_and_counts_reconcile(spark, make_config, tmp_path):
+    import gzip
+
+    raw = tmp_path / "raw"
+    (raw / "support_chat").mkdir(parents=True)
+    good = {"messages": [{"role": "user", "content": "I feel low"}, {"role": "assistant", "content": "I hear you."}]}
+    lines = [json.dumps(good).encode(), b"{not json", b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}',
+             json.dumps({"messages": [{"role": "user", "content": "only me"}]}).encode()]
+    (raw / "support_chat" / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (raw / "support_chat" / "empty.jsonl").write_bytes(b"")
+    blob = gzip.compress((json.dumps(good) + "\n") * 200)
+    (raw / "support_chat" / "cut.jsonl.gz").write_bytes(blob[: len(blob) // 2])
+    (raw / "counsel_chat").mkdir()
+    (raw / "counsel_chat" / "x.csv").write_text("questionTitle,answerText\nT,A\n")
+    cfg = make_config("shared_corpus.yaml", raw_root=str(raw))
+    inventory.run(spark, cfg, "r")
+    counts = ingest.run(spark, cfg, "r")
+    by = {r["family"]: r for r in counts["by_family"]}
+    assert by["support_chat"]["conversations"] >= 2
+    reasons = {r["reason"] for r in delta.read_table(spark, cfg, "quarantine").collect()}
+    assert {"malformed_json", "invalid_utf8", "no_assistant_turn", "truncated_gzip", "missing_column"} <= reasons
+    for r in counts["by_family"]:
+        assert r["records_read"] == r["conversations"] + r["quarantined"]
+    statuses = {r["key"]: r["status"] for r in delta.read_table(spark, cfg, "inventory").collect()}
+    assert statuses["support_chat/empty.jsonl"] == "empty"
