@@ -109,7 +109,10 @@ def test_bad_objects_end_in_quarantine_and_counts_reconcile(spark, make_config, 
              json.dumps({"messages": [{"role": "user", "content": "only me"}]}).encode()]
     (raw / "support_chat" / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     (raw / "support_chat" / "empty.jsonl").write_bytes(b"")
-    blob = gzip.compress((json.dumps(good) + "\n") * 200)
+    many = [json.dumps({"messages": [{"role": "user", "content": f"I feel low, day {i}"},
+                                     {"role": "assistant", "content": f"I hear you ({i * 7919 % 1000})."}]})
+            for i in range(2000)]
+    blob = gzip.compress(("\n".join(many) + "\n").encode())
     (raw / "support_chat" / "cut.jsonl.gz").write_bytes(blob[: len(blob) // 2])
     (raw / "counsel_chat").mkdir()
     (raw / "counsel_chat" / "x.csv").write_text("questionTitle,answerText\nT,A\n")
@@ -117,7 +120,7 @@ def test_bad_objects_end_in_quarantine_and_counts_reconcile(spark, make_config, 
     inventory.run(spark, cfg, "r")
     counts = ingest.run(spark, cfg, "r")
     by = {r["family"]: r for r in counts["by_family"]}
-    assert by["support_chat"]["conversations"] >= 2
+    assert by["support_chat"]["conversations"] > 500  # the lines before the gzip cut survive
     reasons = {r["reason"] for r in delta.read_table(spark, cfg, "quarantine").collect()}
     assert {"malformed_json", "invalid_utf8", "no_assistant_turn", "truncated_gzip", "missing_column"} <= reasons
     for r in counts["by_family"]:
