@@ -14,5 +14,19 @@ if [ "$want" != "$have" ] || ! $PY -c "import etl, pyspark, delta, sentence_tran
   $PY -m pip install -q --disable-pip-version-check -e ".[dev]"
   echo "$want" > "$stamp_dir/setup.stamp"
 fi
+# The editable install must point at THIS checkout (CI clones into another folder; Spark workers import etl).
+here=$(pwd -P)
+installed=$(cd / && $PY -c 'import etl, os; print(os.path.dirname(os.path.dirname(os.path.realpath(etl.__file__))))' 2>/dev/null || true)
+if [ "$installed" != "$here" ]; then
+  $PY -m pip install -q --disable-pip-version-check --no-deps -e .
+fi
 # Delta jars: ~/.m2 or ~/.cache/etl/jars, fetched once from Maven Central (see etl/spark.py).
 $PY -c "from etl.spark import delta_jars; delta_jars()"
+# Chromium renders the release report in tests/test_report.py (headless). apt-get only when missing and root;
+# a failed install is not fatal: that test then skips with the reason.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "bootstrap: installing chromium for the report test (apt-get)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+    || echo "bootstrap: chromium install failed; tests/test_report.py will skip its browser checks" >&2
+fi
