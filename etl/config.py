@@ -97,6 +97,7 @@ class LongSessionConf:
     min_turns: int = 20
     max_chars: int = 8000  # training context, in characters
     overlap_turns: int = 4
+    families: tuple = ()  # raw families whose long sessions are extracted; empty: every raw family
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,8 @@ class Config:
     export: ExportConf = field(default_factory=ExportConf)
     verify: VerifyConf = field(default_factory=VerifyConf)
     upload_settings: UploadConf = field(default_factory=UploadConf)
+    lock_timeout: float = 0.0  # seconds a run waits for the lake lock (<lake_root>/_lock) before failing
+    lock_stale_seconds: float = 300.0  # a lock without heartbeat this long (or with a dead pid) is taken over
 
     def family(self, name: str) -> FamilyConf:
         for fam in self.families:

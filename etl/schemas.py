@@ -116,7 +116,7 @@ SPLITS_SCHEMA = StructType([
     _f("family", StringType(), False, "family"),
     _f("split_group", StringType(), False, "component of duplicate + related relations"),
     _f("split", StringType(), False, "train | val | test | holdout"),
-    _f("rule", StringType(), False, "hash | holdout_family | holdout_linked | previous_release | inherited"),
+    _f("rule", StringType(), False, "balanced | hash | holdout_family | holdout_linked | previous_release | inherited"),
 ])
 
 PREFERENCE_PAIRS_SCHEMA = StructType([
