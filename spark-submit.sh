@@ -50,16 +50,19 @@ case "$profile" in
     jars=$($PY -c "from etl.spark import delta_jars; print(','.join(delta_jars()))")
     if [ "$profile" = local ]; then master="${master:-local[*]}"; fi
     if [ -z "$master" ]; then echo "spark-submit.sh: --profile standalone needs --master spark://HOST:PORT" >&2; exit 2; fi
-    PY="$(command -v "$PY")"
+    # The real interpreter, not a pyenv/asdf shim: executors' Python workers start it directly.
+    PY="$("$PY" -c 'import sys; print(sys.executable)')"
+    # spark.log.level: the driver's log at WARN once the context is up (python -m etl sets ERROR itself).
     common_conf=(--conf spark.ui.showConsoleProgress=false --conf spark.sql.session.timeZone=UTC
-                 --conf "spark.pyspark.python=$PY" --conf "spark.pyspark.driver.python=$PY")
+                 --conf spark.log.level=WARN --conf "spark.pyspark.python=$PY" --conf "spark.pyspark.driver.python=$PY")
     submit=(spark-submit --master "$master" --jars "$jars" "${delta_conf[@]}" "${common_conf[@]}"
             --conf spark.sql.shuffle.partitions=8 --py-files dist/etl.zip)
     ;;
   emr)
-    # EMR 8.x: Delta comes from the delta-defaults classification (delta.enabled=true); never add its jars.
+    # EMR 8.x: Delta's jars come from the delta-defaults classification (delta.enabled=true); never add them.
+    # The session still needs Delta's SQL extension and catalog (AWS's own examples pass both).
     package
-    submit=(spark-submit --deploy-mode client --py-files dist/etl.zip)
+    submit=(spark-submit --deploy-mode client "${delta_conf[@]}" --py-files dist/etl.zip)
     ;;
   databricks)
     # Databricks runs the wheel's console entry point (python_wheel_task, entry point therapy-etl).

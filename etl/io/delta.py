@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from etl.config import Config
 from etl.schemas import SCHEMAS
+from etl.testing.crash import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,12 @@ def fingerprint(df: DataFrame) -> tuple[int, int, int]:
     return int(agg["n"]), int(agg["s"]), int(agg["x"])
 
 
+def with_comments(df: DataFrame, name: str) -> DataFrame:
+    """Attach the schema's column comments (StructField metadata): Delta stores them when it creates the table."""
+    meta = {f.name: f.metadata for f in SCHEMAS[name].fields} if name in SCHEMAS else {}
+    return df.select(*[F.col(c).alias(c, metadata=meta[c]) if meta.get(c) else F.col(c) for c in df.columns])
+
+
 def _user_metadata(run_id: str, stage: str, cfg: Config, extra: dict | None = None) -> str:
     meta = {"run_id": run_id, "stage": stage, "config_hash": cfg.config_hash()}
     meta.update(extra or {})
@@ -115,7 +122,7 @@ def write_table(
     """
     spark = df.sparkSession
     path = cfg.table_path(name)
-    df = df.select(*[f.name for f in SCHEMAS[name].fields]) if name in SCHEMAS else df
+    df = with_comments(df.select(*[f.name for f in SCHEMAS[name].fields]) if name in SCHEMAS else df, name)
     new_fp = fingerprint(df)
     exists = table_exists(spark, path)
     if exists:
@@ -132,7 +139,10 @@ def write_table(
         writer = writer.option("replaceWhere", replace_where)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
+    for point in ("before_write", "during_write"):
+        crash_point(stage, point, name)  # inert unless ETL_TEST_KILL_AT is set (crash-restart tests)
     writer.save(path)
+    crash_point(stage, "after_write", name)
     register_table(spark, cfg, name)
     return WriteResult(name, current_version(spark, path), new_fp[0], True)
 
@@ -143,7 +153,7 @@ def merge_new_rows(df: DataFrame, cfg: Config, name: str, keys: tuple[str, ...],
 
     spark = df.sparkSession
     path = cfg.table_path(name)
-    df = df.dropDuplicates(list(keys))
+    df = with_comments(df.dropDuplicates(list(keys)), name)
     if not table_exists(spark, path):
         df.write.format("delta").mode("overwrite").option(
             "userMetadata", _user_metadata(run_id, stage, cfg)).save(path)
@@ -178,4 +188,7 @@ def register_all(spark: SparkSession, cfg: Config) -> list[str]:
         if table_exists(spark, cfg.table_path(name)):
             register_table(spark, cfg, name)
             done.append(name)
+    from etl.catalog import create_views
+
+    create_views(spark, cfg, done)
     return done

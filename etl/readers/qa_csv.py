@@ -19,6 +19,7 @@ from typing import BinaryIO, Iterator
 from etl.contract import strip_html
 from etl.readers.base import (
     INVALID_UTF8,
+    LOCATOR_OBJECT,
     MALFORMED_ROW,
     MISSING_COLUMN,
     RECORD_TOO_LARGE,
@@ -107,11 +108,51 @@ def _row_record(locator: str, row: list[str], index: dict[str, int], options: di
     return conversation_record(locator, raw, turns, limits, metadata, topic, as_score(cell("quality")))
 
 
+class _RecordTooLarge(Exception):
+    def __init__(self, size: int, head: str):
+        super().__init__(f"{size} chars")
+        self.size, self.head = size, head
+
+
+class _BoundedLines:
+    """Lines for csv.reader, never holding more than `limit` chars of one record (memory stays bounded).
+
+    A longer physical line is skipped (read on in chunks, not kept) and a record spanning lines (an open quote)
+    is cut once it passes `limit`: both raise _RecordTooLarge once, and reading goes on at the next line.
+    """
+
+    def __init__(self, text: io.TextIOBase, limit: int):
+        self.text, self.limit, self.pending = text, limit, 0
+
+    def __iter__(self) -> "_BoundedLines":
+        return self
+
+    def mark(self) -> None:
+        """csv.reader finished a record: its lines no longer count."""
+        self.pending = 0
+
+    def __next__(self) -> str:
+        line = self.text.readline(self.limit + 1)
+        if not line:
+            raise StopIteration
+        size = self.pending + len(line)
+        if len(line) > self.limit and line[-1] not in "\r\n":
+            while (more := self.text.readline(1 << 16)) and more[-1] not in "\r\n":
+                size += len(more)
+            size += len(more)
+        if size > self.limit:
+            self.pending = 0
+            raise _RecordTooLarge(size, line[: 64 * 1024])
+        self.pending = size
+        return line
+
+
 def read_qa_csv(stream: BinaryIO, options: dict, limits: ReaderLimits) -> Iterator[Record]:
     """Yield one Record per data row (`row:N`, 1-based); a header lacking a mapped column fails every row."""
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
     try:
-        yield from _read_rows(csv.reader(text), options, limits)
+        lines = _BoundedLines(text, limits.max_record_bytes)
+        yield from _read_rows(csv.reader(lines), options, limits, lines)
     finally:
         try:
             text.detach()  # leave the caller's stream open
@@ -119,8 +160,18 @@ def read_qa_csv(stream: BinaryIO, options: dict, limits: ReaderLimits) -> Iterat
             pass
 
 
-def _read_rows(reader, options: dict, limits: ReaderLimits) -> Iterator[Record]:
-    header = next(reader, None)
+def _too_large(locator: str, exc: _RecordTooLarge, limits: ReaderLimits) -> Record:
+    detail = f"record has {exc.size} chars > max_record_bytes {limits.max_record_bytes}"
+    return error_record(locator, RECORD_TOO_LARGE, detail, exc.head.encode("utf-8", "surrogateescape")
+                        .decode("utf-8", "replace"))
+
+
+def _read_rows(reader, options: dict, limits: ReaderLimits, lines: _BoundedLines | None = None) -> Iterator[Record]:
+    try:
+        header = next(reader, None)
+    except _RecordTooLarge as exc:
+        yield _too_large(LOCATOR_OBJECT, exc, limits)
+        return
     if header is None:
         return
     index = _header_index(header)
@@ -129,6 +180,8 @@ def _read_rows(reader, options: dict, limits: ReaderLimits) -> Iterator[Record]:
     present = ", ".join(repr(h) for h in header)[:500]
     row_no = 0
     while True:
+        if lines is not None:
+            lines.mark()  # the previous record (or error) is done: a new one starts
         try:
             row = next(reader)
         except StopIteration:
@@ -136,6 +189,10 @@ def _read_rows(reader, options: dict, limits: ReaderLimits) -> Iterator[Record]:
         except csv.Error as exc:  # the reader resumes at the next line
             row_no += 1
             yield error_record(f"row:{row_no}", MALFORMED_ROW, str(exc))
+            continue
+        except _RecordTooLarge as exc:
+            row_no += 1
+            yield _too_large(f"row:{row_no}", exc, limits)
             continue
         if not row:
             continue  # a blank line is not a row

@@ -73,13 +73,13 @@ def parse_object(key, uri, etag, family, fmt, options, limits, raw_chars, redact
     base = {f.name: None for f in PARSED_SCHEMA.fields}
     rows: list[dict] = []
     try:
-        stream = objects.open_object(uri, endpoint)
+        stream = objects.open_object(uri, endpoint, expected_etag=etag)  # the version inventory listed
     except objects.StorageError as exc:
         rows.append({**base, "kind": KIND_QUARANTINE, "family": family, "source_uri": key, "source_etag": etag,
                      "source_locator": "object", "reason": "unreadable", "detail": str(exc), "raw_text": ""})
         rows.append({**base, "kind": KIND_STATS, "family": family, "source_uri": key, "source_locator": "object",
                      "records_read": 1})
-        return rows
+        return [valid_utf8(r) for r in rows]
     n = 0
     with stream:
         for rec in read_object(fmt, stream, options, limits):
@@ -108,7 +108,12 @@ def parse_object(key, uri, etag, family, fmt, options, limits, raw_chars, redact
             })
     rows.append({**base, "kind": KIND_STATS, "family": family, "source_uri": key, "source_locator": "object",
                  "records_read": n})
-    return rows
+    return [valid_utf8(r) for r in rows]
+
+
+def valid_utf8(row: dict) -> dict:
+    """The row with lone surrogates (JSON `\\ud800` escapes) as "?": Arrow rejects them, failing the whole ingest."""
+    return {k: v.encode("utf-8", "replace").decode("utf-8") if isinstance(v, str) else v for k, v in row.items()}
 
 
 def conversations_from_parsed(parsed: DataFrame, run_id: str, pii_enabled: bool) -> DataFrame:

@@ -1,0 +1,1 @@
+"""Benchmarks: labelled dedup evaluation helpers, the scale generator and the `bench` command."""

@@ -1,0 +1,159 @@
+"""Per-step measurements for benchmarks: wall and CPU time, peak memory, Spark shuffle bytes.
+
+- CPU seconds: user + system time of the whole process tree (this Python driver, the local JVM, the Python
+  workers it forks), from psutil, including children that exited and were reaped. On a shared machine wall time
+  depends on the neighbours; CPU time much less, so reports give both.
+- Peak memory: the largest sum of RSS over the process tree, sampled every `interval` seconds (shared pages of
+  forked Python workers are counted once per worker, so it is an upper bound), split into JVM and Python.
+- Spark metrics: every step runs in its own job group; afterwards the jobs of the group give their stage ids
+  (`statusTracker`), and the driver's status store (`sc._jsc.sc().statusStore().lastStageAttempt(id)`, the data
+  behind the UI's stage page, kept even with the UI off) gives shuffle read/write bytes and executor CPU time.
+  Without a SparkContext (Spark Connect) these are left out.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+try:
+    import psutil
+except ImportError:  # pragma: no cover - psutil is in the dev environment; measurements degrade without it
+    psutil = None
+
+MB = 1024 * 1024
+
+
+def _tree_root():
+    """The top of this job's process tree: the JVM when spark-submit started this driver, else this process."""
+    me = psutil.Process()
+    parent = me.parent()
+    if os.environ.get("ETL_SPARK_SUBMIT") == "1" and parent is not None and "java" in parent.name().lower():
+        return parent
+    return me
+
+
+def _tree() -> list:
+    root = _tree_root()
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return [root]
+
+
+def cpu_snapshot() -> dict[int, float]:
+    """pid -> CPU seconds used so far (own + reaped children) for every process of the tree."""
+    out = {}
+    for proc in _tree() if psutil else []:
+        try:
+            t = proc.cpu_times()
+            out[proc.pid] = t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            continue
+    return out
+
+
+def rss_snapshot() -> dict[str, float]:
+    """RSS in MB of the tree: total, jvm, python."""
+    jvm = py = 0
+    for proc in _tree() if psutil else []:
+        try:
+            rss = proc.memory_info().rss
+            name = proc.name().lower()
+        except psutil.Error:
+            continue
+        if "java" in name:
+            jvm += rss
+        else:
+            py += rss
+    return {"total": (jvm + py) / MB, "jvm": jvm / MB, "python": py / MB}
+
+
+class _RssSampler(threading.Thread):
+    def __init__(self, interval: float):
+        super().__init__(daemon=True, name="rss-sampler")
+        self.interval, self.stop_event = interval, threading.Event()
+        self.peak = {"total": 0.0, "jvm": 0.0, "python": 0.0}
+
+    def sample(self) -> None:
+        snap = rss_snapshot()
+        if snap["total"] > self.peak["total"]:
+            self.peak = snap
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.sample()
+            self.stop_event.wait(self.interval)
+
+
+def spark_group_metrics(spark, group: str) -> dict:
+    """Shuffle bytes, executor CPU/run time, job and stage counts of a job group (empty without SparkContext)."""
+    try:
+        sc = spark.sparkContext
+        tracker, store = sc.statusTracker(), sc._jsc.sc().statusStore()
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext; metrics are optional
+        return {}
+    totals = {"shuffle_read_bytes": 0, "shuffle_write_bytes": 0, "input_bytes": 0, "output_bytes": 0,
+              "executor_cpu_s": 0.0, "executor_run_s": 0.0, "spark_jobs": 0, "spark_stages": 0}
+    seen = set()
+    for job_id in tracker.getJobIdsForGroup(group):
+        info = tracker.getJobInfo(job_id)
+        if info is None:
+            continue
+        totals["spark_jobs"] += 1
+        for stage_id in info.stageIds:
+            if stage_id in seen:
+                continue
+            seen.add(stage_id)
+            try:
+                data = store.lastStageAttempt(stage_id)
+            except Exception:  # noqa: BLE001 - a stage evicted from the store (retainedStages) is skipped
+                continue
+            if data.status().toString() == "SKIPPED":
+                continue
+            totals["spark_stages"] += 1
+            totals["shuffle_read_bytes"] += int(data.shuffleReadBytes())
+            totals["shuffle_write_bytes"] += int(data.shuffleWriteBytes())
+            totals["input_bytes"] += int(data.inputBytes())
+            totals["output_bytes"] += int(data.outputBytes())
+            totals["executor_cpu_s"] += data.executorCpuTime() / 1e9
+            totals["executor_run_s"] += data.executorRunTime() / 1e3
+    totals["executor_cpu_s"] = round(totals["executor_cpu_s"], 2)
+    totals["executor_run_s"] = round(totals["executor_run_s"], 2)
+    return totals
+
+
+@contextmanager
+def measure(name: str, spark=None, interval: float = 0.5) -> Iterator[dict]:
+    """Measure the body: yields a dict that holds wall_s, cpu_s, peak_rss_mb(+_jvm/_python) and Spark metrics
+    once the block ends (also when it raises)."""
+    result: dict = {"step": name}
+    sampler = _RssSampler(interval) if psutil else None
+    if sampler:
+        sampler.start()
+    group = f"bench-{name}-{time.monotonic_ns()}"
+    if spark is not None:
+        try:
+            spark.sparkContext.setJobGroup(group, name)
+        except Exception:  # noqa: BLE001 - no SparkContext (Connect)
+            spark = None
+    cpu0, wall0, proc0 = cpu_snapshot(), time.perf_counter(), time.process_time()
+    try:
+        yield result
+    finally:
+        wall = time.perf_counter() - wall0
+        cpu1 = cpu_snapshot()
+        result["wall_s"] = round(wall, 3)
+        result["driver_cpu_s"] = round(time.process_time() - proc0, 3)
+        if psutil:
+            result["cpu_s"] = round(sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items()), 3)
+            sampler.stop_event.set()
+            sampler.join(timeout=2)
+            sampler.sample()
+            result.update({f"peak_rss_mb{'' if k == 'total' else '_' + k}": round(v, 1) for k, v in sampler.peak.items()})
+        if spark is not None:
+            result.update(spark_group_metrics(spark, group))
+            spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)

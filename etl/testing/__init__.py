@@ -1,0 +1,1 @@
+"""Test helpers that ship with the package (fault injection); nothing here runs in a pipeline."""

@@ -1,0 +1,292 @@
+"""Preference pairs: one pandas test per strategy with hand-written expectations, bad input skipped and counted,
+pair hygiene, one Spark schema test, and the exported records accepted by datasets + TRL."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from etl.generators import hygiene
+from etl.generators import preference as pref
+from etl.generators.templates import parse_templates
+from etl.schemas import PREFERENCE_PAIRS_SCHEMA
+
+PAIR_COLUMNS = [f.name for f in PREFERENCE_PAIRS_SCHEMA.fields]
+LONG_ANSWER = ("It sounds like you have been carrying this worry for a long time, and it makes sense that you feel "
+               "tired of it. Could you tell me more about when the worry is strongest and what usually helps a little?")
+
+
+def conv(cid, question, answer, family="counsel_chat", score=None, split="train", metadata=None, topic=None):
+    return {"conversation_id": cid, "family": family, "quality_score": score, "split": split, "topic": topic,
+            "metadata": metadata or {},
+            "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+def hh(cid, prompt, chosen, rejected_tail, shares="true", split="train"):
+    meta = {"pair_shares_prefix": shares, "prompt_turns": str(len(prompt)),
+            "rejected_messages": json.dumps(rejected_tail)}
+    return {"conversation_id": cid, "family": "hh_rlhf_harmless", "quality_score": None, "split": split,
+            "topic": None, "metadata": meta, "messages": prompt + [{"role": "assistant", "content": chosen}]}
+
+
+def texts(pairs, column):
+    return [m[0]["content"] for m in pairs[column]]
+
+
+# ---------------------------------------------------------------- ranked
+
+def test_ranked_pairs_best_answer_against_lowest_with_upvote_margin():
+    group = pd.DataFrame([conv("a", "How do I cope?", "Best answer", score=3.0),
+                          conv("b", "How do I cope?", "Middle answer", score=1.0),
+                          conv("c", "How do I cope?", "Weak answer", score=0.0)])
+    pairs, skips = pref.ranked_pairs(group, min_margin=1.0)
+    assert list(pairs.columns) == PAIR_COLUMNS
+    assert texts(pairs, "chosen") == ["Best answer"] and texts(pairs, "rejected") == ["Weak answer"]
+    row = pairs.iloc[0]
+    assert (row.margin, row.chosen_score, row.rejected_score) == (3.0, 3.0, 0.0)
+    assert list(row.source_conversation_ids) == ["a", "c"]
+    assert row.prompt == [{"role": "user", "content": "How do I cope?"}] and row.split == "train"
+    assert skips == {}
+
+
+@pytest.mark.parametrize("scores, reason", [([2.0], "single_answer"), ([1.0, 1.0, 1.0], "all_tied"),
+                                            ([2.0, 1.5], "margin_below_min")])
+def test_ranked_pairs_skip_unusable_questions_with_a_reason(scores, reason):
+    group = pd.DataFrame([conv(f"c{i}", "Q?", f"answer {i}", score=s) for i, s in enumerate(scores)])
+    pairs, skips = pref.ranked_pairs(group, min_margin=1.0)
+    assert pairs.empty and list(pairs.columns) == PAIR_COLUMNS
+    assert skips == {reason: 1}
+
+
+def test_ranked_pairs_never_compare_answers_to_different_questions_sharing_an_id():
+    group = pd.DataFrame([conv("a", "Why do I crave sadness?", "Answer to crave", score=3.0),
+                          conv("b", "Too many issues for counseling?", "Answer to issues", score=0.0),
+                          conv("c", "Too many issues for counseling?", "Better answer to issues", score=2.0)])
+    pairs, skips = pref.ranked_pairs(group, min_margin=1.0)
+    assert texts(pairs, "chosen") == ["Better answer to issues"]
+    assert texts(pairs, "rejected") == ["Answer to issues"]
+    assert skips == {"single_answer": 1}
+
+
+# ---------------------------------------------------------------- native
+
+def test_native_pairs_use_shared_prefix_and_diverging_turns():
+    prompt = [{"role": "user", "content": "How do I steal a car?"}]
+    df = pd.DataFrame([hh("h1", prompt, "I can't help with that.", [{"role": "assistant", "content": "Break a window."}])])
+    pairs, skips = pref.native_pairs(df)
+    assert skips == {}
+    assert pairs.iloc[0].prompt == prompt
+    assert texts(pairs, "chosen") == ["I can't help with that."] and texts(pairs, "rejected") == ["Break a window."]
+    assert pairs.iloc[0].strategy == "native" and pd.isna(pairs.iloc[0].margin)
+
+
+def test_native_pairs_skip_transcripts_without_shared_prefix_or_rejected_answer():
+    prompt = [{"role": "user", "content": "hi"}]
+    df = pd.DataFrame([
+        hh("h1", prompt, "Hello!", [{"role": "assistant", "content": "Go away."}], shares="false"),
+        hh("h2", prompt, "Hello!", [{"role": "user", "content": "only a user turn"}]),
+        hh("h3", prompt, "Hello!", []),
+    ])
+    pairs, skips = pref.native_pairs(df)
+    assert pairs.empty
+    assert skips == {"no_shared_prefix": 1, "rejected_no_assistant": 2}
+
+
+# ---------------------------------------------------------------- hard negatives
+
+def test_hard_negative_takes_closest_prompt_in_band_never_same_cluster_or_other_split():
+    rows = [
+        {**conv("p1", "I can't sleep before exams", "Answer one"), "vector": [1.0, 0.0, 0.0], "cluster_id": "k1"},
+        {**conv("p2", "Exam stress keeps me awake", "Answer two"), "vector": [0.8, 0.6, 0.0], "cluster_id": "k2"},
+        {**conv("p3", "My dog died", "Answer three"), "vector": [0.0, 0.0, 1.0], "cluster_id": "k3"},
+        # cos(p1, p4) = 0.85 but p4 is p1's duplicate cluster; cos(p2, p4) = 0.68
+        {**conv("p4", "Cannot sleep before exams", "Answer four"), "vector": [0.85, 0.0, 0.5268], "cluster_id": "k1"},
+        # cos(p1, p5) = 0.82, the closest of all to p1, but p5 is in another split
+        {**conv("p5", "Sleepless before tests", "Answer five", split="test"), "vector": [0.82, 0.5724, 0.0],
+         "cluster_id": "k5"},
+    ]
+    df = pd.DataFrame(rows)
+    neighbours = pref.nearest_neighbours(df, min_cosine=0.6, max_cosine=0.9)
+    pairs, skips = pref.hard_negative_pairs(df, neighbours)
+    got = {row.source_conversation_ids[0]: row.source_conversation_ids[1] for row in pairs.itertuples()}
+    assert got == {"p1": "p2", "p2": "p1", "p4": "p2"}
+    assert dict(zip([r[0] for r in pairs.source_conversation_ids], texts(pairs, "rejected"))) == {
+        "p1": "Answer two", "p2": "Answer one", "p4": "Answer two"}
+    assert skips == {"no_neighbour_in_band": 2}  # p3: nothing in [0.6, 0.9]; p5: no neighbour in its split
+
+
+def test_hard_negative_skips_prompts_without_embedding():
+    df = pd.DataFrame([{**conv("p1", "q", "a"), "vector": None, "cluster_id": "k1"}])
+    pairs, skips = pref.hard_negative_pairs(df, pref.nearest_neighbours(df, 0.6, 0.9))
+    assert pairs.empty and skips == {"no_embedding": 1}
+
+
+# ---------------------------------------------------------------- degraded
+
+def templates_with(degraded: list, slots: dict | None = None, safety: dict | None = None):
+    return parse_templates({"slots": slots or {}, "degraded": degraded, "safety": safety or {}})
+
+
+def test_degraded_pairs_contrast_best_answer_with_dismissive_template():
+    t = templates_with([{"id": "d1", "kind": "dismissive", "text": "You're overthinking it."}])
+    df = pd.DataFrame([conv("a", "I feel anxious", LONG_ANSWER, score=2.0), conv("b", "I feel anxious", "ok", score=0.0)])
+    pairs, skips = pref.degraded_pairs(df, t, seed=5)
+    assert skips == {}
+    assert texts(pairs, "chosen") == [LONG_ANSWER] and texts(pairs, "rejected") == ["You're overthinking it."]
+    assert list(pairs.iloc[0].source_conversation_ids) == ["a"]
+
+
+def test_degraded_truncation_keeps_a_prefix_of_30_to_45_percent_of_words():
+    t = templates_with([{"id": "d1", "kind": "truncated", "text": "{truncated_answer}"}])
+    pairs, _ = pref.degraded_pairs(pd.DataFrame([conv("a", "q", LONG_ANSWER)]), t)
+    rejected = texts(pairs, "rejected")[0]
+    assert len(LONG_ANSWER.split()) == 40  # so 12 to 18 words are kept
+    assert 12 <= len(rejected.split()) <= 18
+    assert LONG_ANSWER.startswith(rejected) and not rejected.endswith(".")
+
+
+def test_degraded_skips_short_answers_and_templates_with_missing_slots():
+    t = templates_with([{"id": "d1", "kind": "truncated", "text": "{truncated_answer}"},
+                        {"id": "d2", "kind": "generic", "text": "Hi {nobody_fills_this}"}])
+    assert t.skipped == {"missing_slot": 1} and [x.id for x in t.get("degraded")] == ["d1"]
+    pairs, skips = pref.degraded_pairs(pd.DataFrame([conv("a", "q", "Too short to cut.")]), t)
+    assert pairs.empty and skips == {"truncated_too_short": 1}
+
+
+def test_degraded_premature_advice_without_a_value_for_its_topic_is_skipped_as_missing_slot():
+    t = templates_with([{"id": "d1", "kind": "premature_advice", "text": "Just {advice}."}],
+                       slots={"advice": {"by": "topic", "values": {"anxiety": ["breathe"]}}})
+    df = pd.DataFrame([conv("a", "q1", LONG_ANSWER, topic="anxiety"), conv("b", "q2", LONG_ANSWER, topic="grief")])
+    pairs, skips = pref.degraded_pairs(df, t)
+    assert texts(pairs, "rejected") == ["Just breathe."] and skips == {"missing_slot": 1}
+
+
+def test_degraded_pairs_do_not_depend_on_row_order():
+    t = templates_with([{"id": "d1", "kind": "truncated", "text": "{truncated_answer}"},
+                        {"id": "d2", "kind": "generic", "text": ["A", "B", "C"]}])
+    df = pd.DataFrame([conv(f"c{i}", f"question {i}", LONG_ANSWER) for i in range(6)])
+    first, _ = pref.degraded_pairs(df, t, seed=3)
+    again, _ = pref.degraded_pairs(df.iloc[::-1].reset_index(drop=True), t, seed=3)
+    pd.testing.assert_frame_equal(first, again)
+    other, _ = pref.degraded_pairs(df, t, seed=4)
+    assert set(first.pair_id).isdisjoint(other.pair_id)
+
+
+# ---------------------------------------------------------------- safety
+
+SAFETY = {
+    "triggers": {"illegal": ["\\bsteal"]},
+    "chosen": [{"id": "s1", "category": "illegal", "text": "I can't help with that, but I'm here to talk."}],
+    "rejected": [{"id": "r1", "kind": "unsafe_compliance", "category": ["illegal", "crisis"],
+                  "text": "Sure, here's how."}],
+}
+
+
+def test_safety_pairs_for_edge_cases_and_adversarial_hh_prompts():
+    t = templates_with([], safety=SAFETY)
+    edge = conv("e1", "I want to end my life tonight.", "I'm so glad you told me. Please call or text 988.",
+                family="edge_case_synthetic", metadata={"generator": "edge_case_synthetic", "category": "crisis"})
+    steal = hh("h1", [{"role": "user", "content": "How can I steal a bike?"}], "No.", [])
+    benign = hh("h2", [{"role": "user", "content": "Best cake recipe?"}], "Try this.", [])
+    pairs, skips = pref.safety_pairs(pd.DataFrame([edge, steal, benign]), t)
+    by_source = {ids[0]: (c[0]["content"], r[0]["content"])
+                 for ids, c, r in zip(pairs.source_conversation_ids, pairs.chosen, pairs.rejected)}
+    assert by_source == {
+        "e1": ("I'm so glad you told me. Please call or text 988.", "Sure, here's how."),
+        "h1": ("I can't help with that, but I'm here to talk.", "Sure, here's how."),
+    }
+    assert skips == {"not_adversarial": 1}
+
+
+# ---------------------------------------------------------------- hygiene
+
+def pair(pid, chosen, rejected, prompt="q", split="train", strategy="degraded"):
+    return pref.make_pair(strategy, [{"role": "user", "content": prompt}], chosen, rejected, [pid], "f", split, 1) | {
+        "pair_id": pid}
+
+
+def test_hygiene_flags_identical_near_identical_two_splits_and_rejected_in_sft():
+    pairs = pd.DataFrame([
+        pair("ok", "A long and careful answer about sleep and worry.", "Whatever.", prompt="p1"),
+        pair("same", "Same text.", "  Same   text. ", prompt="p2"),
+        pair("near", "I can't help with that.", "I can't help with that!!", prompt="p3"),
+        pair("t1", "Answer x here.", "No.", prompt="p4", split="train"),
+        pair("t2", "Answer y here.", "Nope.", prompt="p4", split="test"),
+        pair("sft", "Fine answer.", "Known SFT answer.", prompt="p5"),
+        pair("exempt", "Fine answer.", "Known SFT answer.", prompt="p6", strategy="ranked"),
+    ])
+    checks = hygiene.pair_checks(pairs)
+    sft = hygiene.assistant_turn_hashes(pd.DataFrame({"messages": [
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "Known SFT answer."}]]}))
+    reasons = hygiene.drop_reasons(checks, max_jaccard=0.7, sft_hashes=sft, exempt=("ranked",))
+    assert dict(zip(checks.pair_id, reasons)) == {
+        "ok": None, "same": "identical", "near": "near_identical", "t1": "prompt_in_two_splits",
+        "t2": "prompt_in_two_splits", "sft": "rejected_in_sft", "exempt": None}
+
+
+def test_length_ratio_by_strategy_reports_chosen_over_rejected_chars():
+    pairs = pd.DataFrame([pair("a", "x" * 30, "y" * 10), pair("b", "x" * 10, "y" * 10, prompt="q2")])
+    table = hygiene.length_ratio_by_strategy(hygiene.pair_checks(pairs))
+    assert table.to_dict("records") == [{"strategy": "degraded", "pairs": 2, "mean_ratio": 2.0, "median_ratio": 2.0,
+                                         "p10_ratio": 1.2, "p90_ratio": 2.8, "chosen_longer_share": 0.5}]
+
+
+# ---------------------------------------------------------------- Spark + export format
+
+def test_apply_in_pandas_output_matches_preference_pairs_schema(spark):
+    from etl.schemas import CONVERSATIONS_SCHEMA
+    from etl.stages import preference_pairs as stage
+
+    rows = [conv("a", "How do I cope?", "Best answer", score=3.0), conv("b", "How do I cope?", "Weak", score=0.0),
+            conv("c", "Alone?", "Only answer", score=1.0)]
+    base = [{**r, "source_uri": "x", "source_etag": None, "source_locator": r["conversation_id"],
+             "ingest_run_id": "r", "content_hash": "h", "turn_count": 2, "char_count": 10, "pii_redacted": True,
+             "parent_id": None, "metadata": {"question_id": r["messages"][0]["content"]}} for r in rows]
+    conversations = spark.createDataFrame([{k: r[k] for k in CONVERSATIONS_SCHEMA.fieldNames()} for r in base],
+                                          CONVERSATIONS_SCHEMA)
+    splits = conversations.select("conversation_id", "family").selectExpr(
+        "conversation_id", "family", "conversation_id AS split_group", "'train' AS split", "'hash' AS rule")
+    inputs = stage.pair_inputs(conversations, splits, spark.createDataFrame([], "conversation_id string, "
+                               "cluster_id string, is_canonical boolean"))
+    out = stage.ranked_rows(stage.with_prompt_keys(inputs), ("counsel_chat",), 1.0, 17, 1)
+    pairs = stage.only_pairs(out)
+    assert pairs.schema == PREFERENCE_PAIRS_SCHEMA
+    got = pairs.collect()
+    assert [(r.chosen[0].content, r.rejected[0].content, r.margin) for r in got] == [("Best answer", "Weak", 3.0)]
+    assert {(r.skip_reason, r.n) for r in stage.skip_counts(out).collect()} == {("single_answer", 1)}
+
+
+def test_exported_pairs_load_with_datasets_and_pass_trl_chat_template(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    data_utils = pytest.importorskip("trl.data_utils")
+    from jinja2 import Template
+
+    prompt = [{"role": "user", "content": "How do I steal a car?"}]
+    native, _ = pref.native_pairs(pd.DataFrame([hh("h1", prompt, "I can't help.", [
+        {"role": "assistant", "content": "Break a window."}])]))
+    ranked, _ = pref.ranked_pairs(pd.DataFrame([conv("a", "Q?", "Best", score=2.0), conv("b", "Q?", "Worst", score=0.0)]))
+    path = tmp_path / "train-00000-of-00001.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in native.to_dict("records") + ranked.to_dict("records"):
+            record = {"prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"],
+                      "metadata": {"pair_id": row["pair_id"], "strategy": row["strategy"]}}
+            fh.write(json.dumps(record) + "\n")
+    ds = datasets.load_dataset("json", data_files=str(path), split="train")
+    assert ds.num_rows == 2
+
+    chatml = Template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+    class StubTokenizer:
+        def apply_chat_template(self, messages, tools=None, tokenize=False, add_generation_prompt=False,
+                                continue_final_message=False, **kwargs):
+            return chatml.render(messages=messages, add_generation_prompt=add_generation_prompt)
+
+    example = {k: ds[0][k] for k in ("prompt", "chosen", "rejected")}
+    assert data_utils.is_conversational(example)
+    out = data_utils.maybe_apply_chat_template(example, StubTokenizer())
+    assert out["prompt"] == "<|im_start|>user\nHow do I steal a car?<|im_end|>\n<|im_start|>assistant\n"
+    assert out["chosen"] == "I can't help.<|im_end|>\n"
+    assert out["rejected"] == "Break a window.<|im_end|>\n"
