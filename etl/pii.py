@@ -64,6 +64,8 @@ PUBLIC_HOTLINES = frozenset({
     "8009312237",  # NEDA helpline
     "8009506264",  # NAMI HelpLine
     "8009857600",  # Disaster Distress Helpline
+    "8002221222",  # Poison Control
+    "8008435678",  # NCMEC CyberTipline
 })
 
 

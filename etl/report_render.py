@@ -19,7 +19,7 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1180px;color:#1d2330}
 h1{margin-bottom:.2rem} h2{margin-top:2.2rem;border-bottom:2px solid #e3e7ef;padding-bottom:.3rem}
 table{border-collapse:collapse;margin:.6rem 0;font-size:.88rem} th,td{padding:.25rem .6rem;border-bottom:1px solid #e3e7ef}
-th{background:#f3f5f9;text-align:left} td{text-align:right} td:first-child{text-align:left}
+th{background:#f3f5f9;text-align:left} td{text-align:left} td.n,th.n{text-align:right}
 .meta td{text-align:left} .note{color:#8a5a00;background:#fff6e0;padding:.5rem .8rem;border-radius:4px}
 .pass{color:#0a7d32;font-weight:600} .fail{color:#b3261e;font-weight:600} img{max-width:100%;margin:.4rem 0}
 .kpis{display:flex;gap:1rem;flex-wrap:wrap} .kpi{background:#f3f5f9;border-radius:6px;padding:.6rem 1rem}
@@ -41,11 +41,26 @@ def esc(value) -> str:
     return html.escape("" if value is None else str(value))
 
 
+def cell(value) -> str:
+    """One table value as text: empty for null/NaN, floats to at most 3 decimals."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float):
+        return str(round(value, 3))
+    return esc(value)
+
+
 def table_html(df: pd.DataFrame | None, css_class: str = "") -> str:
-    """A pandas frame as an escaped HTML table (no index)."""
+    """A pandas frame as an escaped HTML table (no index); numeric columns right-aligned (class `n`)."""
     if df is None or df.empty:
         return '<p class="note">no rows</p>'
-    return df.to_html(index=False, border=0, classes=css_class or None, na_rep="", escape=True)
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    head = "".join(f'<th class="n">{esc(c)}</th>' if n else f"<th>{esc(c)}</th>" for c, n in zip(df.columns, numeric))
+    rows = ["<tr>" + "".join(f'<td class="n">{cell(v)}</td>' if n else f"<td>{cell(v)}</td>"
+                             for v, n in zip(row, numeric)) + "</tr>"
+            for row in df.itertuples(index=False, name=None)]
+    css = f' class="{esc(css_class)}"' if css_class else ""
+    return f"<table{css}><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
 
 
 def kpis_html(items: dict) -> str:
@@ -164,7 +179,7 @@ def gate_table_html(frame: pd.DataFrame) -> str:
     for r in frame.itertuples(index=False):
         css = "pass" if r.result == "PASS" else "fail"
         body.append(f'<tr><td>{esc(r.gate)}</td><td class="{css}">{esc(r.result)}</td>'
-                    f'<td style="text-align:left">{esc(r.figures)}</td><td>{esc(r.examples)}</td></tr>')
+                    f'<td>{esc(r.figures)}</td><td class="n">{esc(r.examples)}</td></tr>')
     return f'<table class="gates"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 

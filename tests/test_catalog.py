@@ -181,3 +181,11 @@ def test_readme_queries_run_on_the_sample_lake(spark, sample_lake):
         if not rows:
             empty.append(title)
     assert empty in ([], ["What changed since version 0"]), f"queries with no rows: {empty}"
+
+
+def test_every_table_the_pipeline_wrote_shows_its_column_comments(spark, sample_lake):
+    from etl.config import load_config
+
+    cfg = load_config(sample_lake.conf, [*sample_lake.path_overrides(), f"database={sample_lake.database}"])
+    assert catalog.registered_tables(spark, cfg.database) >= {"conversations", "splits", "dup_clusters", "embeddings"}
+    assert catalog.missing_comments(spark, cfg) == {}

@@ -74,7 +74,8 @@ def test_ranked_pairs_never_compare_answers_to_different_questions_sharing_an_id
 
 def test_native_pairs_use_shared_prefix_and_diverging_turns():
     prompt = [{"role": "user", "content": "How do I steal a car?"}]
-    df = pd.DataFrame([hh("h1", prompt, "I can't help with that.", [{"role": "assistant", "content": "Break a window."}])])
+    rejected_tail = [{"role": "assistant", "content": "Break a window."}]
+    df = pd.DataFrame([hh("h1", prompt, "I can't help with that.", rejected_tail)])
     pairs, skips = pref.native_pairs(df)
     assert skips == {}
     assert pairs.iloc[0].prompt == prompt
@@ -131,7 +132,8 @@ def templates_with(degraded: list, slots: dict | None = None, safety: dict | Non
 
 def test_degraded_pairs_contrast_best_answer_with_dismissive_template():
     t = templates_with([{"id": "d1", "kind": "dismissive", "text": "You're overthinking it."}])
-    df = pd.DataFrame([conv("a", "I feel anxious", LONG_ANSWER, score=2.0), conv("b", "I feel anxious", "ok", score=0.0)])
+    df = pd.DataFrame([conv("a", "I feel anxious", LONG_ANSWER, score=2.0),
+                       conv("b", "I feel anxious", "ok", score=0.0)])
     pairs, skips = pref.degraded_pairs(df, t, seed=5)
     assert skips == {}
     assert texts(pairs, "chosen") == [LONG_ANSWER] and texts(pairs, "rejected") == ["You're overthinking it."]
@@ -266,7 +268,8 @@ def test_exported_pairs_load_with_datasets_and_pass_trl_chat_template(tmp_path):
     prompt = [{"role": "user", "content": "How do I steal a car?"}]
     native, _ = pref.native_pairs(pd.DataFrame([hh("h1", prompt, "I can't help.", [
         {"role": "assistant", "content": "Break a window."}])]))
-    ranked, _ = pref.ranked_pairs(pd.DataFrame([conv("a", "Q?", "Best", score=2.0), conv("b", "Q?", "Worst", score=0.0)]))
+    answers = pd.DataFrame([conv("a", "Q?", "Best", score=2.0), conv("b", "Q?", "Worst", score=0.0)])
+    ranked, _ = pref.ranked_pairs(answers)
     path = tmp_path / "train-00000-of-00001.jsonl"
     with open(path, "w", encoding="utf-8") as fh:
         for row in native.to_dict("records") + ranked.to_dict("records"):

@@ -126,10 +126,10 @@ def test_report_shows_key_numbers_in_a_browser(spark, release_lake, tmp_path):
     text = " ".join(dom.split())
     for expected in ("rel-test-0001", "1234", "1100", "1157", "non_canonical", "31",  # manifest counts
                      "1/2", "leakage", "FAIL", "hashes_in_two_splits=3",  # gates
-                     "<td>EMAIL</td> <td>7</td> <td>5</td>", "PHONE",  # PII findings
-                     "<td>ranked</td> <td>2</td>", "<td>4.0</td>",  # pairs: 2 ranked, mean margin 4.0
-                     "<td>3</td> <td>1</td> <td>2</td>",  # cluster size 3: 1 cluster, 2 rows removed
-                     "<td>esconv_failed</td> <td>1</td> <td>24</td>"):  # lengths: 1 conversation, 24 turns
+                     '<td>EMAIL</td><td class="n">7</td><td class="n">5</td>', "PHONE",  # PII findings
+                     '<td>ranked</td><td class="n">2</td>', '<td class="n">4.0</td>',  # pairs: 2 ranked, mean margin 4.0
+                     '<td class="n">3</td><td class="n">1</td><td class="n">2</td>',  # cluster size 3: 1 cluster, 2 rows removed
+                     '<td>esconv_failed</td><td class="n">1</td><td class="n">24</td>'):  # lengths: 1 conversation, 24 turns
         assert expected in text, expected
     assert f"table {release_lake.database}.quarantine not found: run the ingest stage" in text
 

@@ -150,8 +150,9 @@ def test_pipeline_on_standalone_cluster_matches_local_mode(standalone_cluster, s
     start = time.monotonic()
     job = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S, check=False)
     seconds = time.monotonic() - start
-    assert job.returncode == 0, f"spark-submit exited {job.returncode} after {seconds:.0f}s:\n{job.stderr[-4000:]}"
-    assert f"stage {TO_STAGE} done" in job.stderr
+    output = job.stdout + job.stderr  # spark-submit's PythonRunner sends the driver's stderr to its stdout
+    assert job.returncode == 0, f"spark-submit exited {job.returncode} after {seconds:.0f}s:\n{output[-4000:]}"
+    assert f"stage {TO_STAGE} done" in output, output[-4000:]
 
     apps = master_state(webui).get("completedapps", []) + master_state(webui).get("activeapps", [])
     assert [a for a in apps if a.get("name") == "etl"], f"no etl application ran on {url}: {apps}"

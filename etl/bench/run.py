@@ -140,6 +140,12 @@ def plot(reports: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def collected_reports(out: Path) -> list[dict]:
+    """Every DIR/n<N>/report.json, by N (runs of different N may come from separate invocations)."""
+    reports = [json.loads(p.read_text()) for p in out.glob("n*/report.json")]
+    return sorted(reports, key=lambda r: r["n"])
+
+
 def summary_table(reports: list[dict]) -> str:
     stages = list(reports[0]["stages"])
     head = f"{'stage':<18}" + "".join(f"{'N=' + str(r['n']):>28}" for r in reports)
@@ -183,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("bench n=%d done in %.0fs", n, time.time() - started)
     out = Path(args.out)
     (out / "bench_report.json").write_text(json.dumps(reports, indent=2, default=str) + "\n")
-    if len(reports) > 1:
-        plot(reports, out / "time_vs_n.png")
+    every = collected_reports(out)  # this run's N plus earlier runs into the same DIR, for the plot
+    if len(every) > 1:
+        plot(every, out / "time_vs_n.png")
     print(summary_table(reports))
     print(json.dumps([{"n": r["n"], "dedup": {k: v for k, v in r.get("dedup", {}).items() if k != "candidates"},
                        "embedding": r.get("embedding"), "incremental": {k: v for k, v in r.get("incremental", {}).items()

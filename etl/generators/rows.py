@@ -39,20 +39,24 @@ def split_prompt(messages: list[dict]) -> tuple[list[dict], dict | None]:
 
 
 def pair_id(strategy: str, source_ids: list[str], seed: int, variant: str = "") -> str:
+    """Stable pair id: sha256 of (strategy, source conversation ids, seed, variant), 32 hex chars."""
     blob = "\x1f".join([strategy, *source_ids, str(seed), variant])
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
 def score_of(value) -> float | None:
+    """A quality score cell as float, None for null / NaN."""
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
 def split_of(value) -> str | None:
+    """A split cell as str, None when missing."""
     return value if isinstance(value, str) and value else None
 
 
 def make_pair(strategy: str, prompt: list[dict], chosen: str, rejected: str, source_ids: list[str], family: str,
               split: str, seed: int, variant: str = "", chosen_score=None, rejected_score=None) -> dict:
+    """One row of PREFERENCE_PAIRS_SCHEMA; margin = chosen_score - rejected_score when both are known."""
     margin = None if chosen_score is None or rejected_score is None else chosen_score - rejected_score
     return {
         "pair_id": pair_id(strategy, source_ids, seed, variant), "prompt": prompt,
@@ -64,10 +68,12 @@ def make_pair(strategy: str, prompt: list[dict], chosen: str, rejected: str, sou
 
 
 def to_frame(pairs: list[dict]) -> pd.DataFrame:
+    """Pair rows as a DataFrame with exactly the PREFERENCE_PAIRS_SCHEMA columns (also when empty)."""
     return pd.DataFrame(pairs, columns=PAIR_COLUMNS)
 
 
 def same_text(a: str, b: str) -> bool:
+    """Equal after canonicalisation (HTML, entities, whitespace)."""
     return canonical_text(a) == canonical_text(b)
 
 

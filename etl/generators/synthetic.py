@@ -8,7 +8,6 @@ never the global random state, so a Spark task retry or a rerun rebuilds exactly
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections import Counter
 
@@ -45,6 +44,7 @@ def derive_seed(*parts) -> int:
 
 
 def rng_for(*parts) -> random.Random:
+    """A private random.Random seeded from stable parts (never the global random state)."""
     return random.Random(derive_seed(*parts))
 
 
@@ -176,7 +176,3 @@ def generate_rows(tasks: pd.DataFrame, seed: int, templates: TemplateSet, mix: d
         else:
             rows.append(out)
     return pd.DataFrame(rows, columns=list(ROW_COLUMNS)), skipped
-
-
-def messages_json(messages: list[dict]) -> str:
-    return json.dumps(messages, ensure_ascii=False)

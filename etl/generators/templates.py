@@ -81,9 +81,11 @@ class TemplateSet:
     skipped: Counter = field(default_factory=Counter)
 
     def get(self, section: str) -> list[Template]:
+        """Valid templates of a section (empty when none)."""
         return self.sections.get(section, [])
 
     def by_id(self, template_id: str) -> Template | None:
+        """The template with this id in any section, or None."""
         for items in self.sections.values():
             for t in items:
                 if t.id == template_id:
@@ -109,6 +111,7 @@ def _texts_of(t: Template) -> list[str]:
 
 
 def slot_names(text: str) -> set[str]:
+    """The `{slot}` names used in a text."""
     return set(_SLOT.findall(text))
 
 

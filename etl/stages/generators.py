@@ -55,6 +55,7 @@ KIND_CONVERSATION, KIND_SKIP = "conversation", "skip"
 
 
 def family_list_sql(names) -> str:
+    """Family names as a quoted SQL list for replaceWhere."""
     return ", ".join("'" + n.replace("'", "''") + "'" for n in names) or "''"
 
 

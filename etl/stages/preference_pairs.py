@@ -120,6 +120,7 @@ def degraded_rows(keyed: DataFrame, families: tuple, templates, seed: int, per_p
 
 
 def safety_rows(inputs: DataFrame, families: tuple, templates, seed: int) -> DataFrame:
+    """Crisis / adversarial prompts against unsafe or dismissive replies: row-wise, so mapInPandas."""
     fn = batch_fn(pref.SAFETY, lambda b: pref.safety_pairs(b, templates, seed))
     return inputs.where(F.col("family").isin(list(families))).mapInPandas(fn, PAIR_ROWS_SCHEMA)
 
@@ -176,11 +177,13 @@ def only_pairs(rows: DataFrame) -> DataFrame:
 
 
 def skip_counts(rows: DataFrame) -> DataFrame:
+    """(strategy, skip_reason, n) from the skip marks of the strategy outputs."""
     return (rows.where(F.col("skip_reason").isNotNull()).groupBy("strategy", "skip_reason")
             .agg(F.sum("skip_count").alias("n")))
 
 
 def pair_checks_fn(shingle_size: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """mapInPandas function: pairs -> hygiene.pair_checks rows (CHECKS_SCHEMA)."""
     def apply(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             yield hygiene.pair_checks(batch, shingle_size)
