@@ -34,6 +34,8 @@ setup(
             "ipykernel>=6",
             "matplotlib>=3.8",
             "scipy>=1.11",
+            "trl>=0.20",
+            "datasets>=3",
         ],
     },
     entry_points={"console_scripts": ["therapy-etl=etl.cli:main"]},

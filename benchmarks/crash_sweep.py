@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             killed = run_cli(_args(args.conf, root, raw, args.to_stage), cwd=REPO,
                              env={**env, "ETL_TEST_KILL_AT": f"{stage}:{point}"})
             rerun = run_cli(_args(args.conf, root, raw, args.to_stage), env=env, cwd=REPO)
+            (out / f"{stage}-{point}.killed.log").write_text(killed.stderr)
+            (out / f"{stage}-{point}.rerun.log").write_text(rerun.stderr)
             tables, problems = _lake_figures(spark, args.conf, root, raw)
             rows.append({
                 "point": f"{stage}:{point}", "killed": killed.killed,

@@ -185,6 +185,19 @@ class SparkPoller(threading.Thread):
         self.view.close()
 
 
+class ClearLine(logging.Filter):
+    """Erase the updating progress line before a log record is printed on the same terminal."""
+
+    def __init__(self, view: Tracker):
+        super().__init__()
+        self.view = view
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.view._shown_on_tty:
+            self.view.stream.write("\r\033[K")
+        return True
+
+
 @contextmanager
 def stage_progress(spark, stage: str) -> Iterator[SparkPoller | None]:
     """Show Spark task progress while a stage runs, when a SparkContext is reachable and progress is on."""
@@ -193,8 +206,14 @@ def stage_progress(spark, stage: str) -> Iterator[SparkPoller | None]:
         yield None
         return
     poller = SparkPoller(tracker, stage)
+    handlers = logging.getLogger().handlers if poller.view.tty else []
+    clear = ClearLine(poller.view)
+    for handler in handlers:
+        handler.addFilter(clear)
     poller.start()
     try:
         yield poller
     finally:
         poller.stop()
+        for handler in handlers:
+            handler.removeFilter(clear)

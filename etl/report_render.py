@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -43,10 +44,10 @@ def esc(value) -> str:
 
 def cell(value) -> str:
     """One table value as text: empty for null/NaN, floats to at most 3 decimals."""
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
     if isinstance(value, float):
-        return str(round(value, 3))
+        return "" if math.isnan(value) else str(round(value, 3))
+    if value is None:
+        return ""
     return esc(value)
 
 

@@ -162,7 +162,19 @@ def test_split_statements_keeps_semicolons_inside_quotes():
                                                                                      "SHOW TABLES IN lake"]
 
 
-def test_sql_command_prints_query_results(spark, small_lake, capsys):
+@pytest.fixture
+def keep_logging():
+    """main() reconfigures the root logger onto pytest's captured stderr; put the handlers back afterwards."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_sql_command_prints_query_results(spark, small_lake, capsys, keep_logging):
     from etl.cli import main
 
     rc = main(["sql", "--set", f"lake_root={small_lake.lake_root}", "--set", "database=cat_test",

@@ -100,3 +100,13 @@ def test_no_status_tracker_without_a_spark_context():
     assert progress.status_tracker(ConnectLike()) is None
     with progress.stage_progress(ConnectLike(), "ingest") as poller:
         assert poller is None
+
+
+def test_log_record_on_a_terminal_first_erases_the_progress_line():
+    stream, clock = io.StringIO(), FakeClock()
+    view = progress.Tracker("ingest", 10, stream=stream, clock=clock, tty=True)
+    clock.now += 2
+    view.update(5)
+    record = logging.LogRecord("etl", logging.INFO, __file__, 1, "hello", None, None)
+    assert progress.ClearLine(view).filter(record) is True
+    assert stream.getvalue().endswith("ETA 0:00:02\r\x1b[K")

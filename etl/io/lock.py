@@ -200,8 +200,13 @@ class LakeLock:
 
     def __init__(self, lake_root: str, run_id: str, wait_s: float = 0.0, stale_after: float = 300.0,
                  heartbeat_s: float | None = None, endpoint_url: str = ""):
-        self.uri = join_uri(lake_root, LOCK_NAME)
-        self.store = _S3Store(self.uri, endpoint_url) if is_s3(lake_root) else _LocalStore(self.uri)
+        local_root = lake_root.removeprefix("file:")
+        self.uri = join_uri(local_root, LOCK_NAME)
+        self.store: _LocalStore | _S3Store | None = None
+        if is_s3(lake_root):
+            self.store = _S3Store(self.uri, endpoint_url)
+        elif "://" not in local_root and not local_root.startswith("dbfs:"):
+            self.store = _LocalStore(self.uri)
         self.run_id = run_id
         self.wait_s = max(0.0, wait_s)
         self.stale_after = stale_after
@@ -238,6 +243,9 @@ class LakeLock:
         return None
 
     def acquire(self) -> LakeLock:
+        if self.store is None:  # e.g. dbfs:/ or abfss://: Delta's own commit protocol is the only guard there
+            log.warning("lake lock: %s is neither a local folder nor s3://; running without a lake lock", self.uri)
+            return self
         deadline = _now() + self.wait_s
         announced = None
         while True:
@@ -270,7 +278,7 @@ class LakeLock:
         self._stop.set()
         if self._beat is not None:
             self._beat.join(timeout=10)
-        if self._token:
+        if self._token and self.store is not None:
             self.store.delete(self._token)
             self._token = None
 
