@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
@@ -26,7 +27,7 @@ from etl.testing.lake_check import REPO, content, history_problems, run_cli, tab
 
 def _args(conf: str, root: Path, raw: Path, to_stage: str) -> list[str]:
     sets = [f"raw_root={raw}", f"lake_root={root / 'lake'}", f"release_dir={root / 'release'}",
-            f"database=sweep_{root.name}", "upload=false"]
+            f"database=sweep_{re.sub(r'[^A-Za-z0-9_]', '_', root.name)}", "upload=false"]
     return ["run", "--conf", conf, "--to-stage", to_stage, *[a for s in sets for a in ("--set", s)]]
 
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from etl.bench import baselines, evaluate, labelled  # noqa: E402
-from etl.bench.measure import measure  # noqa: E402
-from etl.bench.pairs import QaRow, hard_negative_pairs, norm_key, positive_pairs  # noqa: E402
-from etl.config import load_config, to_dict  # noqa: E402
+from etl.bench import baselines, evaluate, labelled
+from etl.bench.measure import measure
+from etl.bench.pairs import QaRow, hard_negative_pairs, norm_key, positive_pairs
+from etl.config import load_config, to_dict
 
 log = logging.getLogger("dedup_eval")
 REAL_FAMILIES = ("counsel_chat", "counsel_chat_legacy")
@@ -56,12 +56,12 @@ def run_baselines(spark, ids: list[str], texts: list[str], threshold: float, tab
     with measure("wordset_jaccard", spark) as t:
         i, j, _ = baselines.jaccard_all_pairs(texts, threshold)
     out["wordset_jaccard"] = {"same": evaluate.component_predictor(ids, [ids[x] for x in i], [ids[x] for x in j]),
-                              "pairs": int(len(i)), "time": t}
+                              "pairs": len(i), "time": t}
     docs = spark.createDataFrame(list(zip(ids, texts)), "id string, text string")
     with measure("mllib_minhashlsh", spark) as t:
         pairs = baselines.mllib_similarity_join(docs, threshold, num_tables=tables).toPandas()
     out["mllib_minhashlsh"] = {"same": evaluate.component_predictor(ids, pairs["a"], pairs["b"]),
-                               "pairs": int(len(pairs)), "time": t}
+                               "pairs": len(pairs), "time": t}
     return out
 
 
@@ -156,7 +156,7 @@ def part_real(spark, args, overrides: list[str]) -> dict:
 
 def _same_frame(a, b) -> bool:
     cols = sorted(a.columns)
-    key = lambda df: df[cols].astype(str).sort_values(cols).reset_index(drop=True)  # noqa: E731
+    key = lambda df: df[cols].astype(str).sort_values(cols).reset_index(drop=True)
     return len(a) == len(b) and key(a).equals(key(b))
 
 

@@ -49,7 +49,7 @@ def test_scale_generator_is_deterministic_for_a_seed(tmp_path, pool):
 
     first = generate(str(SHARED_RAW), 200, str(tmp_path / "a"), seed=3, extra=0.05, pool=pool)
     second = generate(str(SHARED_RAW), 200, str(tmp_path / "b"), seed=3, extra=0.05, pool=pool)
-    other = generate(str(SHARED_RAW), 200, str(tmp_path / "c"), seed=4, extra=0.05, pool=pool)
+    generate(str(SHARED_RAW), 200, str(tmp_path / "c"), seed=4, extra=0.05, pool=pool)
     assert first["counts"] == second["counts"]
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
     a.pop("generator.json"), b.pop("generator.json")  # holds the output path
@@ -129,7 +129,7 @@ def test_truncate_keeps_at_least_80_percent_of_the_words_and_typo_edits_2_to_3_p
 def _edit_distance(a: str, b: str, band: int = 80) -> int:
     """Levenshtein distance within a diagonal band (exact while the distance stays below the band)."""
     big = len(a) + len(b)
-    prev = {j: j for j in range(0, min(len(b), band) + 1)}
+    prev = {j: j for j in range(min(len(b), band) + 1)}
     for i in range(1, len(a) + 1):
         cur = {}
         for j in range(max(0, i - band), min(len(b), i + band) + 1):

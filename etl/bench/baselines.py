@@ -92,7 +92,7 @@ def pair_counting(predicted: pd.Series, truth: pd.Series) -> dict:
     A pair is predicted when both items share a predicted label, true when they share a true label.
     """
     frame = pd.DataFrame({"p": predicted, "t": truth}).dropna()
-    choose2 = lambda s: float((s * (s - 1) // 2).sum())  # noqa: E731
+    choose2 = lambda s: float((s * (s - 1) // 2).sum())
     tp = choose2(frame.groupby(["p", "t"]).size())
     pred = choose2(frame.groupby("p").size())
     true = choose2(frame.groupby("t").size())

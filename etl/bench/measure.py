@@ -1,8 +1,11 @@
 """Per-step measurements for benchmarks: wall and CPU time, peak memory, Spark shuffle bytes.
 
 - CPU seconds: user + system time of the whole process tree (this Python driver, the local JVM, the Python
-  workers it forks), from psutil, including children that exited and were reaped. On a shared machine wall time
-  depends on the neighbours; CPU time much less, so reports give both.
+  workers it forks), from psutil. Every process seen in the tree is polled every `interval` seconds and its last
+  value kept, because Spark kills idle Python workers and their time does not reliably reach a parent's
+  children-time counters (a controlled 10 CPU-s burn read 6 s that way); only a process that starts and ends
+  between two polls is missed. On a shared machine wall time depends on the neighbours; CPU time much less, so
+  reports give both.
 - Peak memory: the largest sum of RSS over the process tree, sampled every `interval` seconds (shared pages of
   forked Python workers are counted once per worker, so it is an upper bound), split into JVM and Python.
 - Spark metrics: every step runs in its own job group; afterwards the jobs of the group give their stage ids
@@ -16,8 +19,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 try:
     import psutil
@@ -44,13 +47,13 @@ def _tree() -> list:
         return [root]
 
 
-def cpu_snapshot() -> dict[int, float]:
-    """pid -> CPU seconds used so far (own + reaped children) for every process of the tree."""
+def cpu_snapshot() -> dict[tuple[int, float], float]:
+    """(pid, start time) -> own CPU seconds used so far, for every process of the tree."""
     out = {}
     for proc in _tree() if psutil else []:
         try:
             t = proc.cpu_times()
-            out[proc.pid] = t.user + t.system + t.children_user + t.children_system
+            out[(proc.pid, proc.create_time())] = t.user + t.system
         except psutil.Error:
             continue
     return out
@@ -73,15 +76,23 @@ def rss_snapshot() -> dict[str, float]:
 
 
 class _RssSampler(threading.Thread):
+    """Polls the tree: peak RSS, and the last CPU value of every process seen (see the module docstring)."""
+
     def __init__(self, interval: float):
         super().__init__(daemon=True, name="rss-sampler")
         self.interval, self.stop_event = interval, threading.Event()
         self.peak = {"total": 0.0, "jvm": 0.0, "python": 0.0}
+        self.first = cpu_snapshot()
+        self.last = dict(self.first)
 
     def sample(self) -> None:
         snap = rss_snapshot()
         if snap["total"] > self.peak["total"]:
             self.peak = snap
+        self.last.update(cpu_snapshot())
+
+    def cpu_seconds(self) -> float:
+        return sum(v - self.first.get(key, 0.0) for key, v in self.last.items())
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -110,7 +121,7 @@ def spark_group_metrics(spark, group: str) -> dict:
             seen.add(stage_id)
             try:
                 data = store.lastStageAttempt(stage_id)
-            except Exception:  # noqa: BLE001 - a stage evicted from the store (retainedStages) is skipped
+            except Exception:  # noqa: BLE001, S112 - a stage evicted from the store (retainedStages) is skipped
                 continue
             if data.status().toString() == "SKIPPED":
                 continue
@@ -140,19 +151,18 @@ def measure(name: str, spark=None, interval: float = 0.5) -> Iterator[dict]:
             spark.sparkContext.setJobGroup(group, name)
         except Exception:  # noqa: BLE001 - no SparkContext (Connect)
             spark = None
-    cpu0, wall0, proc0 = cpu_snapshot(), time.perf_counter(), time.process_time()
+    wall0, proc0 = time.perf_counter(), time.process_time()
     try:
         yield result
     finally:
         wall = time.perf_counter() - wall0
-        cpu1 = cpu_snapshot()
         result["wall_s"] = round(wall, 3)
         result["driver_cpu_s"] = round(time.process_time() - proc0, 3)
         if psutil:
-            result["cpu_s"] = round(sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items()), 3)
             sampler.stop_event.set()
             sampler.join(timeout=2)
             sampler.sample()
+            result["cpu_s"] = round(sampler.cpu_seconds(), 3)
             result.update({f"peak_rss_mb{'' if k == 'total' else '_' + k}": round(v, 1) for k, v in sampler.peak.items()})
         if spark is not None:
             result.update(spark_group_metrics(spark, group))

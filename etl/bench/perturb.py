@@ -62,7 +62,7 @@ def html_wrap(text: str, rng: random.Random) -> str:
 def truncate(text: str, rng: random.Random, keep_min: float = 0.8, keep_max: float = 0.95) -> str:
     """The first 80-95 % of the words (at least `keep_min` of them), cut at a word boundary."""
     words = text.split(" ")
-    keep = max(1, int(round(len(words) * rng.uniform(keep_min, keep_max))))
+    keep = max(1, round(len(words) * rng.uniform(keep_min, keep_max)))
     keep = max(keep, -(-len(words) * int(keep_min * 100) // 100))  # ceil: never below keep_min of the words
     return " ".join(words[:keep])
 

@@ -76,7 +76,7 @@ def mllib_baseline(spark: SparkSession, cfg: Config, frame: pd.DataFrame, thresh
     labels = baselines.component_labels(ids, pairs["a"].tolist(), pairs["b"].tolist())
     return {"method": f"MLlib MinHashLSH.approxSimilarityJoin (HashingTF 2^18 binary word sets, "
                       f"numHashTables={tables}, Jaccard >= {threshold})",
-            "pairs": int(len(pairs)), "time": t, **quality(frame, frame["conversation_id"].map(labels))}
+            "pairs": len(pairs), "time": t, **quality(frame, frame["conversation_id"].map(labels))}
 
 
 def sample_frame(frame: pd.DataFrame, size: int) -> pd.DataFrame:
@@ -105,7 +105,7 @@ def jaccard_baseline(spark: SparkSession, cfg: Config, frame: pd.DataFrame, thre
     labels = baselines.component_labels(ids, [ids[x] for x in i], [ids[x] for x in j])
     scale = (n_total / max(1, len(sample))) ** 2
     return {"method": f"word-set Jaccard >= {threshold}, all pairs of a {len(sample)}-conversation sample",
-            "sample": len(sample), "pairs": int(len(i)), "time": t,
+            "sample": len(sample), "pairs": len(i), "time": t,
             "extrapolated_wall_s_full": round(t["wall_s"] * scale, 1), **quality(sample, sample["conversation_id"].map(labels))}
 
 

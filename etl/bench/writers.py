@@ -86,7 +86,7 @@ class _Shard:
         self.path, self.family, self.rows = path, family, 0
         path.parent.mkdir(parents=True, exist_ok=True)
         self.sessions: list[dict] = []
-        self.raw = open(path, "wb")
+        self.raw = open(path, "wb")  # noqa: SIM115 - a shard stays open across add() calls; close() closes it
         self.gz = gzip.GzipFile(filename="", mode="wb", fileobj=self.raw, mtime=0) if path.name.endswith(".gz") else None
         self.text = io.TextIOWrapper(self.gz or self.raw, encoding="utf-8", newline="")
         self.csv = csv.writer(self.text, lineterminator="\n") if family.startswith("counsel") else None
