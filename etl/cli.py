@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--to-stage", default=None, help="with run: stop after this stage")
     parser.add_argument("--wait-lock", type=float, default=None, metavar="SECONDS",
                         help="wait this long for another run's lake lock (default: conf lock_timeout)")
+    parser.add_argument("--local-s3", action="store_true",
+                        help="with run: upload the release to a loopback S3 server started for this run (no cloud account)")
     parser.add_argument("--out", default=None, help="with sample: folder to write the sample raw tree to")
     parser.add_argument("--seed", type=int, default=42, help="with sample: random seed")
     parser.add_argument("--scale", type=int, default=1, help="with sample: size multiplier")
@@ -123,14 +125,23 @@ def _write_sample(args) -> int:
 
 def _demo(args) -> int:
     """Sample tree + whole pipeline + upload to a loopback S3 server started and stopped here."""
-    from etl.io.local_s3 import local_s3
-
     cfg = load_config(args.conf, args.overrides, check_paths=False)
     args.out = cfg.raw_root
     _write_sample(args)
+    args.command, args.local_s3 = "run", True
+    return execute(args)
+
+
+def _with_local_s3(args) -> int:
+    """`run --local-s3`: the same run, uploading to a moto S3 server on loopback that lives as long as the run."""
+    from etl.io.local_s3 import local_s3
+
+    cfg = load_config(args.conf, args.overrides, check_paths=False)
+    if not cfg.release_uri.startswith("s3://"):
+        raise ConfigError(f"--local-s3 needs release_uri=s3://bucket/prefix, got {cfg.release_uri!r}")
     with local_s3((cfg.release_uri,)) as endpoint:
         args.overrides = [*args.overrides, f"s3_endpoint_url={endpoint}", "upload=true"]
-        args.command = "run"
+        args.local_s3 = False
         return execute(args)
 
 
@@ -139,6 +150,8 @@ def execute(args) -> int:
         return _write_sample(args)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "run" and getattr(args, "local_s3", False):
+        return _with_local_s3(args)
     if args.command == "sql":
         from etl.catalog import sql_command
 

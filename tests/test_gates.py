@@ -234,6 +234,23 @@ def test_leakage_fails_on_a_planted_prompt_in_two_splits_and_a_rejected_answer_i
                                         "rejected_in_sft": 1}
 
 
+@pytest.mark.parametrize("strategy,leaks", [("safety", 0), ("ranked", 1)])
+def test_a_template_chosen_reply_shared_across_splits_is_not_a_leak_but_a_data_answer_is(gate_run, strategy, leaks):
+    """Safety pairs answer many red-team prompts with one templated reply: only their prompts are checked."""
+    template = "I can't help with that, but if you are struggling, 988 (call or text) is there around the clock."
+    shards = sound_shards()
+    for split, cid in (("train", "c2"), ("test", "c4")):
+        p = pair()
+        p["prompt"], p["chosen"] = _messages(cid)[:1], [{"role": "assistant", "content": template}]
+        p["metadata"] = {**p["metadata"], "pair_id": f"p-{cid}", "split": split, "strategy": strategy,
+                         "family": "preference_synthetic", "source_conversation_ids": [cid]}
+        shards[f"C/preference_alignment/{split}-00000-of-00001.jsonl"] = [p]
+    shards["C/preference_alignment/train-00000-of-00001.jsonl.gz"] = []
+    result = gate_run("leakage", shards=shards)
+    assert result.figures["export"]["answer_hash"] == leaks
+    assert result.passed == (leaks == 0)
+
+
 def test_distribution_passes_within_tolerance(sound):
     result = sound["distribution"]
     assert result.passed, result

@@ -65,7 +65,8 @@ def features_fn(conf: DedupConf, bands: int, rows: int):
         for batch in batches:
             texts = batch["text"].fillna("").tolist()
             normalized = [normalize_for_shingles(t) for t in texts]
-            sigs = hasher.signatures(shingle_hashes_many(normalized, conf.shingle_size, normalized=True))
+            sigs = hasher.signatures(shingle_hashes_many(normalized, conf.shingle_size, normalized=True,
+                                                        unit=conf.shingle_unit))
             band = band_hashes(sigs, bands, rows)
             yield pd.DataFrame({
                 "conversation_id": batch["conversation_id"],

@@ -4,6 +4,10 @@ Lake: conversations + splits + dup_edges at the manifest's versions (content has
 holdout checks). Export: the same content-hash / prompt / answer checks with each exported record keyed by its
 record key and placed in the split of its shard (a pair's prompt and chosen answer count as its conversation),
 plus pair hygiene: no rejected answer of a preference pair appears as an assistant turn of an SFT record.
+
+Template-written answers are exempt from the answer check, like trivial turns: the chosen reply of a `safety` pair
+is composed from conf/templates.yaml (a refusal plus a hotline), the same few texts for thousands of red-team
+prompts in every split, so sharing one says nothing about the prompt. Such a pair is checked by its prompt only.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from etl import leakage
+from etl.generators.preference import SAFETY
 from etl.gates.base import GateResult, ReleaseView, summarise
 from etl.io.release import KIND_PREFERENCE, KIND_SFT, KIND_TEXT
 from etl.schemas import CONVERSATIONS, DUP_EDGES, DUP_EDGES_SCHEMA, SPLITS
@@ -20,6 +25,7 @@ GATE = "leakage"
 CHECK_REJECTED_IN_SFT = "rejected_in_sft"
 _REJECTED = "rejected"
 _ID_SEP = "\u0000"
+TEMPLATE_CHOSEN_STRATEGIES = (SAFETY,)  # strategies whose chosen reply is written from templates, not data
 
 
 def exported_conversations(records: DataFrame) -> DataFrame:
@@ -31,7 +37,9 @@ def exported_conversations(records: DataFrame) -> DataFrame:
     cols = [F.col("record_key").alias("conversation_id"), "family", "content_hash"]
     sft = records.where(F.col("kind") == KIND_SFT).select(*cols, "kind", "messages")
     pairs = records.where(F.col("kind") == KIND_PREFERENCE)
-    chosen = pairs.select(*cols, "kind", F.concat("prompt", "chosen").alias("messages"))
+    template_chosen = F.coalesce(F.col("metadata")["strategy"].isin(list(TEMPLATE_CHOSEN_STRATEGIES)), F.lit(False))
+    chosen = pairs.select(*cols, "kind", F.when(template_chosen, F.col("prompt"))
+                          .otherwise(F.concat("prompt", "chosen")).alias("messages"))
     rejected = pairs.select(F.concat_ws(_ID_SEP, "record_key", F.lit(_REJECTED)).alias("conversation_id"), "family",
                             F.lit(None).cast("string").alias("content_hash"), F.lit(_REJECTED).alias("kind"),
                             F.col("rejected").alias("messages"))

@@ -1,0 +1,89 @@
+"""dedup stage on a small inline lake: the two relations, clusters, the embedding cache, and hostile texts."""
+
+from __future__ import annotations
+
+import random
+
+from test_splits import conv, write_lake
+
+from etl.io import delta
+from etl.schemas import DUP_CLUSTERS, DUP_EDGES, EMBEDDINGS
+from etl.stages import dedup
+
+FAMILIES = "{cc: {path: 'cc/**', format: qa_csv}, es: {path: 'es/**', format: esconv_json}}"
+Q = "My husband left last month and I cannot stop crying at work. How do I cope with this?"
+A = ("Grief after a separation often comes in waves. Try naming the feeling when it arrives, give it a few "
+     "minutes, and plan one small kind thing for yourself each evening. A counsellor can help you carry it.")
+A_TYPO = A.replace("separation", "separaton").replace("feeling", "feelng").replace("evening", "evenning")
+A_OTHER = ("It may help to talk with your manager about flexible hours for a while, and to find a friend you "
+           "can call after work. Crying is a normal response to loss, not a weakness.")
+Q2 = "I have panic attacks every time I drive over a bridge, what can I do about it?"
+A2 = "Exposure in small steps, with a therapist, is the usual treatment for a specific phobia like this one."
+TEMPLATE = "Thank you for reaching out. This is an automated reply: a counsellor will answer your message soon."
+
+
+WORDS = ("sister mother boss money school sleep anger grief move divorce dog job exam church friend phone drinking "
+         "weekend holiday debt neighbour wedding lies silence distance trust jealous tired lonely scared stuck").split()
+
+
+def random_question(i: int) -> str:
+    rng = random.Random(i)
+    return "Why do I feel " + " ".join(rng.sample(WORDS, 9)) + "?"
+
+
+def edges_by_pair(spark, cfg) -> dict[tuple[str, str], str]:
+    return {(r["conversation_id_a"], r["conversation_id_b"]): r["kind"]
+            for r in delta.read_table(spark, cfg, DUP_EDGES).collect()}
+
+
+def test_duplicates_related_rows_clusters_and_a_cached_rerun(spark, make_config, tmp_path):
+    cfg = make_config(raw_root=str(tmp_path), families=FAMILIES)
+    rows = [
+        conv("a1", "cc", [("user", Q), ("assistant", A)]),
+        conv("a2", "cc", [("user", Q.lower()), ("assistant", A_TYPO)]),  # typo'd, lower-cased copy: duplicate
+        conv("a3", "cc", [("user", Q), ("assistant", A_OTHER)]),  # another therapist, same question: related
+        conv("b1", "es", [("user", Q2), ("assistant", A2)]),
+        conv("b2", "es", [("user", Q2), ("assistant", A2)]),  # exact copy in another family: duplicate
+    ]
+    write_lake(spark, cfg, rows)
+
+    counts = dedup.run(spark, cfg, "r1")
+    edges = edges_by_pair(spark, cfg)
+    assert edges[("a1", "a2")] == "duplicate"
+    assert edges[("a1", "a3")] == "related" and edges[("a2", "a3")] == "related"
+    assert edges[("b1", "b2")] == "duplicate"
+    clusters = {r["conversation_id"]: r for r in delta.read_table(spark, cfg, DUP_CLUSTERS).collect()}
+    assert clusters["a1"]["cluster_id"] == clusters["a2"]["cluster_id"] != clusters["a3"]["cluster_id"]
+    assert sum(clusters[c]["is_canonical"] for c in ("a1", "a2")) == 1 and clusters["a3"]["is_canonical"]
+    assert counts["largest_cluster"] == 2 and counts["texts_embedded"] > 0 and counts["texts_from_cache"] == 0
+
+    versions = {t: delta.current_version(spark, cfg.table_path(t)) for t in (DUP_EDGES, DUP_CLUSTERS, EMBEDDINGS)}
+    again = dedup.run(spark, cfg, "r2")
+    assert again["texts_embedded"] == 0 and again["texts_from_cache"] == counts["texts_embedded"]
+    assert {t: delta.current_version(spark, cfg.table_path(t)) for t in versions} == versions
+    assert edges_by_pair(spark, cfg) == edges
+
+
+def test_hostile_texts_do_not_crash_or_glue_a_giant_cluster(spark, make_config, tmp_path):
+    cfg = make_config(raw_root=str(tmp_path), families=FAMILIES, dedup__max_bucket_size=50)
+    rows = [
+        conv("empty", "cc", [("user", ""), ("assistant", "")]),
+        conv("blank", "cc", [("user", "   \n\t "), ("assistant", " ")]),
+        conv("huge", "cc", [("user", Q), ("assistant", "I hear you. " * 90_000)]),  # ~1 MB answer
+        conv("zh", "es", [("user", "我最近总是失眠，工作压力很大，不知道该怎么办才好。"),
+                          ("assistant", "听起来你最近承受了很多压力。我们可以先从睡前的放松练习开始试试看。")]),
+        conv("ar", "es", [("user", "أشعر بالقلق طوال الوقت ولا أستطيع النوم في الليل، ماذا أفعل؟"),
+                          ("assistant", "القلق المستمر متعب جدا. دعنا نتحدث عن ما يقلقك أكثر هذه الأيام.")]),
+        # one automated reply under 120 different questions: the answer is a template, not a duplicate
+        *[conv(f"t{i:03d}", "cc", [("user", random_question(i)), ("assistant", TEMPLATE)]) for i in range(120)],
+    ]
+    write_lake(spark, cfg, rows)
+
+    counts = dedup.run(spark, cfg, "r1")
+    assert counts["largest_cluster"] <= 2  # the template glues nothing: different prompts make it related only
+    assert counts["clusters_rows"] == len(rows)  # every conversation has a cluster row, none lost
+    kinds = {}
+    for kind in edges_by_pair(spark, cfg).values():
+        kinds[kind] = kinds.get(kind, 0) + 1
+    assert kinds.get("duplicate", 0) == 0
+    assert counts["template_buckets_dropped"] > 0 or counts.get("edges_related", 0) > 0
