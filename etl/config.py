@@ -193,10 +193,23 @@ class Config:
     def table_path(self, table: str) -> str:
         return join_uri(self.lake_root, table)
 
-    def config_hash(self) -> str:
-        """Stable hash of the resolved config, recorded in manifests and Delta userMetadata."""
-        blob = json.dumps(to_dict(self), sort_keys=True, default=str)
+    def config_hash(self, content_only: bool = False) -> str:
+        """Stable hash of the resolved config, recorded in manifests and Delta userMetadata.
+
+        `content_only`: without the keys that say where things are and how they travel (paths, endpoint, upload,
+        locks, catalog name, gate settings), so the same tables exported with the same settings keep their release
+        id when only the S3 endpoint port, a folder or a timeout differs.
+        """
+        data = to_dict(self)
+        if content_only:
+            data = {k: v for k, v in data.items() if k not in RUNTIME_KEYS}
+        blob = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# Config keys that do not change what a release contains (see Config.config_hash).
+RUNTIME_KEYS = frozenset({"raw_root", "lake_root", "release_dir", "release_uri", "s3_endpoint_url", "upload",
+                          "database", "release_id", "verify", "upload_settings", "lock_timeout", "lock_stale_seconds"})
 
 
 def join_uri(root: str, *parts: str) -> str:

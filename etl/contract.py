@@ -17,6 +17,30 @@ RECORD_SEP = "\u241e"  # SYMBOL FOR RECORD SEPARATOR, between messages
 
 _BLOCK_TAG = re.compile(r"(?i)<\s*(br|/p|p|/div|div|/li|li|/h[1-6]|tr)\b[^>]*>")
 _TAG = re.compile(r"<[/!]?[A-Za-z][^<>]*>")  # a tag starts with a letter, / or !: "<3" is text
+# Removed with their content: HTML comments (MS Word pastes put style sheets in `<!--[if gte mso 9]>...-->`,
+# 5 answers of the legacy scrape) and style / script elements. An unterminated `<!--` is left as text.
+_HIDDEN_SPANS = (  # (opening, closing) of spans removed with their content
+    (re.compile(re.escape("<!--")), re.compile(re.escape("-->"))),
+    (re.compile(r"(?i)<style\b"), re.compile(r"(?i)</style\s*>")),
+    (re.compile(r"(?i)<script\b"), re.compile(r"(?i)</script\s*>")),
+)
+
+
+def _drop_hidden(text: str, sep: str) -> str:
+    """Comments and style/script elements replaced by `sep`, in linear time (no backtracking over many openers)."""
+    for opening, closing in _HIDDEN_SPANS:
+        parts, pos = [], 0
+        while (start := opening.search(text, pos)) is not None:
+            end = closing.search(text, start.end())
+            if end is None:  # no later span can be closed either: the rest stays text
+                break
+            parts += [text[pos:start.start()], sep]
+            pos = end.end()
+        if parts:
+            text = "".join(parts) + text[pos:]
+    return text
+
+
 _WS = re.compile(r"\s+")
 _NEWLINES = re.compile(r"\r\n?")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # category Cc except \t and \n
@@ -35,6 +59,7 @@ def strip_html(text: str) -> str:
     """Remove tags and decode entities, keeping paragraph breaks as newlines (for message display)."""
     if "<" not in text and "&" not in text:
         return text
+    text = _drop_hidden(text, "")
     text = _BLOCK_TAG.sub("\n", text)
     text = _TAG.sub("", text)
     text = html.unescape(text)
@@ -50,7 +75,8 @@ def canonical_text(text: str) -> str:
     stores the same answers HTML-escaped).
     """
     text = unicodedata.normalize("NFC", text)
-    text = _TAG.sub(" ", text)
+    if "<" in text:
+        text = _TAG.sub(" ", _drop_hidden(text, " "))
     text = unicodedata.normalize("NFC", html.unescape(text))
     return _WS.sub(" ", text).strip()
 

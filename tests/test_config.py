@@ -63,3 +63,15 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "config error: bogus: unknown key" in err and "Traceback" not in err
+
+
+def test_release_id_hash_ignores_where_things_are_but_not_what_they_contain():
+    from etl.config import load_config
+
+    base = load_config(None, ["lake_root=/a/lake", "s3_endpoint_url=http://127.0.0.1:4001"], check_paths=False)
+    moved = load_config(None, ["lake_root=/b/lake", "s3_endpoint_url=http://127.0.0.1:5002", "release_uri=s3://b/p", "upload=true",
+                               "verify.max_examples=9"], check_paths=False)
+    other = load_config(None, ["lake_root=/a/lake", "dedup.jaccard_threshold=0.8"], check_paths=False)
+    assert base.config_hash(content_only=True) == moved.config_hash(content_only=True)
+    assert base.config_hash() != moved.config_hash()
+    assert base.config_hash(content_only=True) != other.config_hash(content_only=True)

@@ -127,7 +127,8 @@ def embedding_comparison(spark: SparkSession, cfg: Config, n_texts: int) -> dict
     parallel = spark.sparkContext.defaultParallelism
     with measure("embed_spark", spark) as spark_t:
         (df.repartition(parallel).sortWithinPartitions(F.length("text").desc())
-         .mapInPandas(udfs.embed_fn(conf, model_key(conf)), udfs.EMBED_OUT_SCHEMA)
+         .mapInPandas(udfs.embed_fn(conf, model_key(conf), udfs.torch_threads_per_task(spark, parallel)),
+                      udfs.EMBED_OUT_SCHEMA)
          .write.format("noop").mode("overwrite").save())
     with measure("embed_plain", None) as plain_t:
         from sentence_transformers import SentenceTransformer

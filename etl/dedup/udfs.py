@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import numpy as np
@@ -82,22 +81,39 @@ def features_fn(conf: DedupConf, bands: int, rows: int):
     return featurize
 
 
-def _torch_threads() -> None:
-    """Share the cores among the Python workers Spark runs at once, instead of oversubscribing them."""
+def torch_threads_per_task(spark, tasks: int) -> int:
+    """CPU threads one embedding task may use: the cores shared by the tasks that run at once, never more.
+
+    Local mode: all tasks share this machine's `defaultParallelism` cores. A cluster: `spark.task.cpus` (each
+    task was given that many cores by the scheduler). Without this every Python worker would start one torch
+    thread per core of the machine, and two workers on two cores run slower than one.
+    """
+    master = spark.sparkContext.master or ""
+    if master.startswith("local"):
+        cores = spark.sparkContext.defaultParallelism
+        return max(1, cores // max(1, min(tasks, cores)))
+    return max(1, int(spark.conf.get("spark.task.cpus", "1")))
+
+
+def _torch_threads(threads: int) -> None:
     try:
         import torch
     except ImportError:
         return
-    workers = int(os.environ.get("ETL_PARALLEL_TASKS", "1"))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
-def embed_fn(conf: EmbeddingConf, model_key: str):
-    """mapInPandas: (text_hash, text) -> L2-normalised vectors; the model is loaded once per Python worker."""
+def embed_fn(conf: EmbeddingConf, model_key: str, threads: int = 0):
+    """mapInPandas: (text_hash, text) -> L2-normalised vectors; the model is loaded once per Python worker.
+
+    `threads`: torch threads per task (see `torch_threads_per_task`); 0 leaves torch's default.
+    """
     from etl.dedup.embedder import embed_texts
 
     def embed(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        _torch_threads()
+        if threads:
+            _torch_threads(threads)
         for batch in batches:
             vectors = embed_texts(batch["text"].fillna("").tolist(), conf)
             yield pd.DataFrame({"text_hash": batch["text_hash"], "model": model_key,

@@ -167,7 +167,8 @@ def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: st
     if n_missing:
         # Sorted by length within partitions so each batch pads to similar lengths.
         todo = (missing.repartition(parallel).sortWithinPartitions(F.length("text").desc()))
-        new = todo.mapInPandas(udfs.embed_fn(conf, key), udfs.EMBED_OUT_SCHEMA)
+        threads = udfs.torch_threads_per_task(spark, parallel)
+        new = todo.mapInPandas(udfs.embed_fn(conf, key, threads), udfs.EMBED_OUT_SCHEMA)
         delta.merge_new_rows(new, cfg, EMBEDDINGS, ("text_hash", "model"), run_id, "dedup")
     vectors = (delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key)
                .join(texts.select("text_hash"), "text_hash", how="left_semi").select("text_hash", "vector"))

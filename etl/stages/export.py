@@ -281,7 +281,8 @@ def _finish(spark: SparkSession, cfg: Config, pinned: dict, curriculum_conf: cur
     final, staging, old = dirs
     try:
         config_hash = cfg.config_hash()
-        release_id = cfg.release_id or mf.derive_release_id(pinned, config_hash, curriculum_conf.sha256)
+        release_id = cfg.release_id or mf.derive_release_id(pinned, cfg.config_hash(content_only=True),
+                                                             curriculum_conf.sha256)
         cur_rows = [r.asDict() for r in delta.read_table(spark, cfg, CURRICULUM, version=pinned[CURRICULUM])
                     .orderBy("phase", "stage_order", "family").collect()]
         manifest = mf.build_manifest(
