@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -38,6 +38,7 @@ class SampleLake:
     counts: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     gate_failure: str | None = None
+    truth: dict = field(default_factory=dict)  # what write_sample planted (duplicates, PII, bad records)
 
     @property
     def conf(self) -> str:
@@ -59,7 +60,7 @@ def build_sample_lake(spark, root: Path) -> SampleLake:
     from etl.sample_data import write_sample
 
     lake = SampleLake(root, root / "raw", root / "lake", root / "release", SAMPLE_DATABASE, [*SAMPLE_OVERRIDES])
-    write_sample(str(lake.raw), seed=42, scale=1)
+    lake.truth = write_sample(str(lake.raw), seed=42, scale=1)
     cfg = load_config(SAMPLE_CONF, [*lake.overrides, *lake.path_overrides(), f"database={lake.database}"])
     register_all(spark, cfg)
     for name in available_stages():

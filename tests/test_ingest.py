@@ -9,7 +9,7 @@ import pytest
 from etl.io import delta
 from etl.stages import ingest, inventory
 
-from conftest import REPO, SHARED_RAW
+from conftest import REPO
 
 
 @pytest.fixture(scope="module")

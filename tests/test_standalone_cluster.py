@@ -154,8 +154,6 @@ def assert_same_content(spark, cluster_cfg, local_cfg, table: str) -> int:
     return n_cluster
 
 
-@pytest.mark.xfail(reason="session 1: the job exited 0 but its stage log line was not found in spark-submit's stderr "
-                          "in the last full run; being fixed", strict=False)
 def test_pipeline_on_standalone_cluster_matches_local_mode(standalone_cluster, sample_lake, spark, tmp_path):
     from etl.config import load_config
 
