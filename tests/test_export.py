@@ -348,3 +348,11 @@ def test_publish_swaps_a_complete_release_into_place(tmp_path):
     publish(staging, final, old)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rel"]
     assert [p.name for p in final.iterdir()] == ["manifest.json"] and (final / "manifest.json").read_text() == "new"
+
+
+def test_release_id_follows_the_shard_content_not_only_table_versions():
+    versions = {"conversations": 0, "splits": 0}
+    a = mf.derive_release_id(versions, "cfg", "cur", {"B/x/train-00000-of-00001.jsonl": "aa"})
+    assert a == mf.derive_release_id(versions, "cfg", "cur", {"B/x/train-00000-of-00001.jsonl": "aa"})
+    assert a != mf.derive_release_id(versions, "cfg", "cur", {"B/x/train-00000-of-00001.jsonl": "bb"})
+    assert a.startswith("rel-") and len(a) == 20

@@ -40,10 +40,14 @@ def code_version() -> str:
     return f"{etl.__version__}+git.{commit[:12]}{'.dirty' if dirty else ''}"
 
 
-def derive_release_id(versions: dict[str, int], config_hash: str, curriculum_sha256: str) -> str:
-    """`rel-<16 hex>` from the pinned table versions, the config hash and the curriculum file digest."""
+def derive_release_id(versions: dict[str, int], config_hash: str, curriculum_sha256: str,
+                      shard_digests: dict[str, str] | None = None) -> str:
+    """`rel-<16 hex>` from the pinned table versions, the config hash, the curriculum file digest and the shards'
+    sha256 (path -> digest): the same content exported the same way keeps its id, other data never shares it
+    (two fresh lakes both sit at version 0)."""
     blob = json.dumps({"tables": dict(sorted(versions.items())), "config_hash": config_hash,
-                       "curriculum": curriculum_sha256}, sort_keys=True)
+                       "curriculum": curriculum_sha256, "shards": dict(sorted((shard_digests or {}).items()))},
+                      sort_keys=True)
     return "rel-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

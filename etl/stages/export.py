@@ -282,7 +282,7 @@ def _finish(spark: SparkSession, cfg: Config, pinned: dict, curriculum_conf: cur
     try:
         config_hash = cfg.config_hash()
         release_id = cfg.release_id or mf.derive_release_id(pinned, cfg.config_hash(content_only=True),
-                                                             curriculum_conf.sha256)
+                                                             curriculum_conf.sha256, {s.path: s.sha256 for s in written})
         cur_rows = [r.asDict() for r in delta.read_table(spark, cfg, CURRICULUM, version=pinned[CURRICULUM])
                     .orderBy("phase", "stage_order", "family").collect()]
         manifest = mf.build_manifest(
