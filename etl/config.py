@@ -75,6 +75,10 @@ class DedupConf:
     hyperplane_bits: int = 12  # 12 x 12: a pair at cosine 0.9 is a candidate with p=0.87, at 0.3 with p=0.02
     hyperplane_tables: int = 12
     cosine_threshold: float = 0.9
+    # Embedding-LSH pairs are compared inside their bucket and kept as candidates from this cosine on (below the
+    # verification threshold, so lexical verification still sees near pairs the embedding ranks lower: typo'd and
+    # shuffled copies have cosine >= 0.74 on the labelled benchmark).
+    candidate_min_cosine: float = 0.7
     semantic_jaccard_floor: float = 0.2  # cosine alone misjudges same-topic answers: ask some lexical overlap too
     min_informative_chars: int = 24  # shorter texts never link rows
     max_bucket_size: int = 200  # a band bucket bigger than this is a template, not a duplicate

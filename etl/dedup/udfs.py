@@ -122,6 +122,29 @@ def embed_fn(conf: EmbeddingConf, model_key: str, threads: int = 0):
     return embed
 
 
+BUCKET_PAIRS_SCHEMA = StructType([
+    StructField("field", StringType(), False),
+    StructField("h1", StringType(), False),
+    StructField("h2", StringType(), False),
+])
+
+
+def bucket_cosine_pairs_fn(min_cosine: float):
+    """applyInPandas over one embedding-LSH bucket (field, band, key; members with vectors): the member pairs whose
+    cosine reaches `min_cosine`, h1 < h2. Comparing inside the bucket keeps the candidate list to pairs that can
+    pass verification instead of every co-bucketed pair (in one domain most texts are moderately similar, so a
+    bucket holds many unrelated members: 703k raw pairs for 10k conversations)."""
+    def pairs(group: pd.DataFrame) -> pd.DataFrame:
+        group = group.sort_values("text_hash")
+        hashes = group["text_hash"].to_numpy()
+        vectors = np.stack(group["vector"].to_numpy()).astype(np.float32)
+        i, j = np.triu_indices(len(hashes), k=1)
+        keep = np.einsum("ij,ij->i", vectors[i], vectors[j]) >= min_cosine
+        return pd.DataFrame({"field": group["field"].iloc[0], "h1": hashes[i[keep]], "h2": hashes[j[keep]]})
+
+    return pairs
+
+
 def hyperplane_fn(bits: int, tables: int):
     """mapInPandas: (text_hash, vector) -> random-hyperplane band keys (embedding-space LSH)."""
     from etl.dedup.hyperplanes import hyperplane_bands

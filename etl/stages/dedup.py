@@ -66,10 +66,22 @@ def minhash_candidates(features: DataFrame, max_bucket: int) -> tuple[DataFrame,
     return bucket_pairs(keys, max_bucket)
 
 
-def embedding_candidates(vec_bands: DataFrame, text_fields: DataFrame, max_bucket: int) -> tuple[DataFrame, DataFrame]:
+def embedding_candidates(vec_bands: DataFrame, text_fields: DataFrame, vectors: DataFrame, conf: DedupConf
+                         ) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(candidate pairs, template buckets, bucket sizes): pairs sharing a hyperplane bucket whose cosine reaches
+    `candidate_min_cosine`, compared inside each bucket (only buckets of 2..max_bucket_size members, so vectors
+    travel only for texts that share a bucket with another)."""
     keys = (vec_bands.join(text_fields, "text_hash", how="inner")
             .select("field", "text_hash", F.posexplode("bands").alias("band", "key")))
-    return bucket_pairs(keys, max_bucket)
+    sizes = keys.groupBy("field", "band", "key").agg(F.count(F.lit(1)).alias("size")).where(F.col("size") > 1)
+    too_big = sizes.where(F.col("size") > conf.max_bucket_size)
+    shared = keys.join(sizes.where(F.col("size") <= conf.max_bucket_size).drop("size"), ["field", "band", "key"],
+                       how="left_semi")
+    pairs = (shared.join(vectors, "text_hash", how="inner")
+             .groupBy("field", "band", "key")
+             .applyInPandas(udfs.bucket_cosine_pairs_fn(conf.candidate_min_cosine), udfs.BUCKET_PAIRS_SCHEMA)
+             .distinct())
+    return pairs, too_big, sizes.where(F.col("size") <= conf.max_bucket_size)
 
 
 def _cosine(a: Column, b: Column) -> Column:
@@ -192,7 +204,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     vec_bands = vectors.mapInPandas(udfs.hyperplane_fn(conf.hyperplane_bits, conf.hyperplane_tables),
                                     udfs.HYPERPLANE_SCHEMA)
     mh_pairs, mh_big = minhash_candidates(features, conf.max_bucket_size)
-    em_pairs, em_big = embedding_candidates(vec_bands, text_fields, conf.max_bucket_size)
+    em_pairs, em_big, em_sizes = embedding_candidates(vec_bands, text_fields, vectors, conf)
+    em_pairs = em_pairs.persist()
     cands = (mh_pairs.withColumn("source", F.lit(SOURCE_MINHASH))
              .unionByName(em_pairs.withColumn("source", F.lit(SOURCE_EMBEDDING))).persist())
     sigs = features.select("text_hash", "signature").dropDuplicates(["text_hash"])
@@ -208,6 +221,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
         **embed_counts,
         "bands": bands, "rows_per_band": rows,
         "candidates_minhash": mh_pairs.count(), "candidates_embedding": em_pairs.count(),
+        "embedding_pairs_compared": int(em_sizes.select(F.sum(F.col("size") * (F.col("size") - 1) / 2)).first()[0] or 0),
         "template_buckets_dropped": mh_big.count() + em_big.count(),
         "verified_text_pairs": verified.where("near").count(),
         "edges": w_edges.rows,
@@ -217,7 +231,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
            .agg(F.count("*").alias("n")).collect()},
         **cstats, "clusters_rows": w_clusters.rows,
     }
-    for df in (features, vectors, cands, verified, edges):
+    for df in (features, vectors, em_pairs, cands, verified, edges):
         df.unpersist()
     log.info("dedup: %s", counts)
     return counts
