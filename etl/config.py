@@ -367,15 +367,22 @@ def validate(cfg: Config, check_paths: bool = True) -> Config:
     return cfg
 
 
-def read_yaml(path: str, depth: int = 0) -> dict:
-    """One conf file; `extends: other.yaml` (relative to this file) is loaded first and deep-merged under it."""
+def load_yaml_file(path: str, not_found: str, invalid: str, error: type[Exception] = ConfigError):
+    """A YAML file's content ({} when empty); a missing or unparsable file raises `error` with one line:
+    `not_found`, or `invalid` plus the parser's first line."""
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+            return yaml.safe_load(fh) or {}
     except FileNotFoundError:
-        raise ConfigError(f"--conf {path}: file not found; pass a file under conf/, e.g. conf/sample.yaml") from None
+        raise error(not_found) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--conf {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise error(f"{invalid} ({str(exc).splitlines()[0]})") from None
+
+
+def read_yaml(path: str, depth: int = 0) -> dict:
+    """One conf file; `extends: other.yaml` (relative to this file) is loaded first and deep-merged under it."""
+    data = load_yaml_file(path, f"--conf {path}: file not found; pass a file under conf/, e.g. conf/sample.yaml",
+                          f"--conf {path}: not valid YAML")
     if not isinstance(data, dict):
         raise ConfigError(f"--conf {path}: top level must be a mapping of keys")
     parent = data.pop("extends", None)

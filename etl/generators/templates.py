@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-import yaml
+from etl.config import load_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -231,13 +231,8 @@ def parse_templates(data: dict) -> TemplateSet:
 
 def load_templates(path: str) -> TemplateSet:
     """Read and validate the templates file; a missing or unparsable file is one clear error."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except FileNotFoundError:
-        raise ValueError(f"generators.templates: {path} not found; point it at conf/templates.yaml") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"generators.templates: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = load_yaml_file(path, f"generators.templates: {path} not found; point it at conf/templates.yaml",
+                          f"generators.templates: {path} is not valid YAML", error=ValueError)
     return parse_templates(data)
 
 

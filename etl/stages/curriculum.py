@@ -15,10 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pyspark.sql import DataFrame, SparkSession
 
-from etl.config import Config, ConfigError
+from etl.config import Config, ConfigError, load_yaml_file
 from etl.io import delta
 from etl.schemas import CURRICULUM, CURRICULUM_SCHEMA
 
@@ -216,13 +215,8 @@ def resolve_path(path: str) -> str:
 def load_curriculum(cfg: Config) -> Curriculum:
     """Read cfg.export.curriculum and validate it against the configured families."""
     path = resolve_path(cfg.export.curriculum)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"export.curriculum: {cfg.export.curriculum} not found; point it at conf/curriculum.yaml") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"export.curriculum: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    doc = load_yaml_file(path, f"export.curriculum: {cfg.export.curriculum} not found; point it at conf/curriculum.yaml",
+                         f"export.curriculum: {path} is not valid YAML")
     return validate_curriculum(doc, [f.name for f in cfg.families], source=os.path.basename(path))
 
 

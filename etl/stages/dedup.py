@@ -75,13 +75,13 @@ def embedding_candidates(vec_bands: DataFrame, text_fields: DataFrame, vectors: 
             .select("field", "text_hash", F.posexplode("bands").alias("band", "key")))
     sizes = keys.groupBy("field", "band", "key").agg(F.count(F.lit(1)).alias("size")).where(F.col("size") > 1)
     too_big = sizes.where(F.col("size") > conf.max_bucket_size)
-    shared = keys.join(sizes.where(F.col("size") <= conf.max_bucket_size).drop("size"), ["field", "band", "key"],
-                       how="left_semi")
+    compared = sizes.where(F.col("size") <= conf.max_bucket_size)
+    shared = keys.join(compared.drop("size"), ["field", "band", "key"], how="left_semi")
     pairs = (shared.join(vectors, "text_hash", how="inner")
              .groupBy("field", "band", "key")
              .applyInPandas(udfs.bucket_cosine_pairs_fn(conf.candidate_min_cosine), udfs.BUCKET_PAIRS_SCHEMA)
              .distinct())
-    return pairs, too_big, sizes.where(F.col("size") <= conf.max_bucket_size)
+    return pairs, too_big, compared
 
 
 def _cosine(a: Column, b: Column) -> Column:
