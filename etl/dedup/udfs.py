@@ -6,6 +6,7 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     BooleanType,
@@ -93,6 +94,20 @@ def torch_threads_per_task(spark, tasks: int) -> int:
         cores = spark.sparkContext.defaultParallelism
         return max(1, cores // max(1, min(tasks, cores)))
     return max(1, int(spark.conf.get("spark.task.cpus", "1")))
+
+
+def embedding_tasks(spark, texts, n_texts: int, batch_size: int):
+    """(texts laid out for embedding, torch threads per task).
+
+    Range-partitioned by length, longest first, into up to 4 tasks per core: each task pads to similar lengths,
+    the long (costly) tasks are scheduled first and the short ones fill the tail, so no core idles while another
+    finishes a long partition (one task per core left the Spark path at 0.88x a plain encode).
+    """
+    cores = max(1, spark.sparkContext.defaultParallelism)
+    tasks = max(1, min(4 * cores, -(-n_texts // max(1, batch_size))))
+    length = F.length("text")
+    laid_out = texts.repartitionByRange(tasks, length.desc(), F.col("text_hash")).sortWithinPartitions(length.desc())
+    return laid_out, torch_threads_per_task(spark, min(tasks, cores))
 
 
 def _torch_threads(threads: int) -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -160,16 +161,21 @@ def merge_new_rows(df: DataFrame, cfg: Config, name: str, keys: tuple[str, ...],
         register_table(spark, cfg, name)
         return spark.read.format("delta").load(path).count()
     existing = spark.read.format("delta").load(path).select(*keys)
-    fresh = df.join(existing, on=list(keys), how="left_anti")
-    n = fresh.count()
-    if n:
-        cond = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", _user_metadata(run_id, stage, cfg))
-        try:
-            (DeltaTable.forPath(spark, path).alias("t").merge(fresh.alias("s"), cond)
-             .whenNotMatchedInsertAll().execute())
-        finally:
-            spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+    # Materialised once: the rows may come from an expensive UDF (the embedding model), which the count and the
+    # MERGE (which reads its source more than once) would otherwise each run again.
+    fresh = df.join(existing, on=list(keys), how="left_anti").persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        n = fresh.count()
+        if n:
+            cond = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+            spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", _user_metadata(run_id, stage, cfg))
+            try:
+                (DeltaTable.forPath(spark, path).alias("t").merge(fresh.alias("s"), cond)
+                 .whenNotMatchedInsertAll().execute())
+            finally:
+                spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+    finally:
+        fresh.unpersist()
     register_table(spark, cfg, name)
     return n
 

@@ -175,11 +175,8 @@ def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: st
     cached = delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key).select("text_hash")
     missing = texts.join(cached, "text_hash", how="left_anti")
     n_missing = missing.count()
-    parallel = max(1, min(spark.sparkContext.defaultParallelism, 1 + n_missing // max(1, conf.batch_size)))
     if n_missing:
-        # Sorted by length within partitions so each batch pads to similar lengths.
-        todo = (missing.repartition(parallel).sortWithinPartitions(F.length("text").desc()))
-        threads = udfs.torch_threads_per_task(spark, parallel)
+        todo, threads = udfs.embedding_tasks(spark, missing, n_missing, conf.batch_size)
         new = todo.mapInPandas(udfs.embed_fn(conf, key, threads), udfs.EMBED_OUT_SCHEMA)
         delta.merge_new_rows(new, cfg, EMBEDDINGS, ("text_hash", "model"), run_id, "dedup")
     vectors = (delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key)
