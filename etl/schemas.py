@@ -22,6 +22,7 @@ CONVERSATIONS = "conversations"
 QUARANTINE = "quarantine"
 PII_FINDINGS = "pii_findings"
 EMBEDDINGS = "embeddings"
+TEXT_FEATURES = "text_features"
 DUP_EDGES = "dup_edges"
 DUP_CLUSTERS = "dup_clusters"
 SPLITS = "splits"
@@ -93,6 +94,16 @@ EMBEDDINGS_SCHEMA = StructType([
     _f("vector", ArrayType(FloatType(), False), False, "L2-normalised embedding"),
 ])
 
+TEXT_FEATURES_SCHEMA = StructType([
+    _f("raw_key", StringType(), False, "sha256 of the raw text (the cache key)"),
+    _f("params", StringType(), False, "shingling, MinHash, banding settings and code digest that produced the row"),
+    _f("text_hash", StringType(), False, "sha256 of the canonical text"),
+    _f("n_chars", IntegerType(), False, "characters of the normalised text"),
+    _f("informative", BooleanType(), False, "long enough and not a stock phrase: may link rows"),
+    _f("signature", ArrayType(LongType(), False), False, "MinHash signature"),
+    _f("bands", ArrayType(LongType(), False), False, "LSH band keys"),
+])
+
 DUP_EDGES_SCHEMA = StructType([
     _f("conversation_id_a", StringType(), False, "smaller id of the pair"),
     _f("conversation_id_b", StringType(), False, "larger id of the pair"),
@@ -157,6 +168,7 @@ SCHEMAS = {
     QUARANTINE: QUARANTINE_SCHEMA,
     PII_FINDINGS: PII_FINDINGS_SCHEMA,
     EMBEDDINGS: EMBEDDINGS_SCHEMA,
+    TEXT_FEATURES: TEXT_FEATURES_SCHEMA,
     DUP_EDGES: DUP_EDGES_SCHEMA,
     DUP_CLUSTERS: DUP_CLUSTERS_SCHEMA,
     SPLITS: SPLITS_SCHEMA,

@@ -188,6 +188,38 @@ def test_hyperplane_bands_are_deterministic_for_a_seed():
 # --- components --------------------------------------------------------------------------------------------
 
 
+def test_bucket_cosine_pairs_compare_members_of_each_bucket_only():
+    """One call holds many buckets (and both fields): pairs only inside a bucket, cosine >= threshold, h1 < h2."""
+    import pandas as pd
+
+    from etl.dedup.udfs import bucket_cosine_pairs_fn
+
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((3, 8)).astype(np.float32)
+    base = np.repeat(centres, 2, axis=0) + 0.2 * rng.standard_normal((6, 8)).astype(np.float32)  # t0~t1, t2~t3, t4~t5
+    rows, co_bucketed = [], 0
+    for b in range(30):
+        field = "prompt" if b % 2 else "answer"
+        members = rng.choice(6, size=int(rng.integers(1, 6)), replace=False)
+        for m in members:
+            v = base[m] + (0.05 * rng.standard_normal(8) if b % 3 else 0)
+            rows.append({"field": field, "band": b % 4, "key": b, "text_hash": f"t{m}", "vector": v / np.linalg.norm(v)})
+    part = pd.DataFrame(rows).sample(frac=1.0, random_state=1)  # arrival order must not matter
+    got = bucket_cosine_pairs_fn(0.5)(part)
+    expected = set()
+    for (field, _band, _key), g in pd.DataFrame(rows).groupby(["field", "band", "key"]):
+        g = g.sort_values("text_hash")
+        for i in range(len(g)):
+            for j in range(i + 1, len(g)):
+                co_bucketed += 1
+                if float(np.dot(g.iloc[i].vector, g.iloc[j].vector)) >= 0.5:
+                    expected.add((field, g.iloc[i].text_hash, g.iloc[j].text_hash))
+    assert set(map(tuple, got[["field", "h1", "h2"]].to_numpy())) == expected
+    assert 5 <= len(expected) < co_bucketed  # some co-bucketed pairs are below the threshold
+    assert (got["h1"] < got["h2"]).all()
+    assert bucket_cosine_pairs_fn(0.5)(part.head(1)).empty
+
+
 def test_chain_is_one_component_labelled_by_the_smallest_key():
     keys = np.array(["c3", "a1", "b2", "z9"])  # node 1 has the smallest key
     labels, stats = connected_components(4, [0, 2], [2, 1], [0.9, 0.8], keys, max_size=10)

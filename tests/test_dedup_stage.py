@@ -7,7 +7,7 @@ import random
 from test_splits import conv, write_lake
 
 from etl.io import delta
-from etl.schemas import DUP_CLUSTERS, DUP_EDGES, EMBEDDINGS
+from etl.schemas import DUP_CLUSTERS, DUP_EDGES, EMBEDDINGS, TEXT_FEATURES
 from etl.stages import dedup
 
 FAMILIES = "{cc: {path: 'cc/**', format: qa_csv}, es: {path: 'es/**', format: esconv_json}}"
@@ -56,12 +56,21 @@ def test_duplicates_related_rows_clusters_and_a_cached_rerun(spark, make_config,
     assert clusters["a1"]["cluster_id"] == clusters["a2"]["cluster_id"] != clusters["a3"]["cluster_id"]
     assert sum(clusters[c]["is_canonical"] for c in ("a1", "a2")) == 1 and clusters["a3"]["is_canonical"]
     assert counts["largest_cluster"] == 2 and counts["texts_embedded"] > 0 and counts["texts_from_cache"] == 0
+    assert counts["texts_hashed"] == 7 and counts["texts_hash_cached"] == 0  # Q, Q lower, A, A_TYPO, A_OTHER, Q2, A2
 
-    versions = {t: delta.current_version(spark, cfg.table_path(t)) for t in (DUP_EDGES, DUP_CLUSTERS, EMBEDDINGS)}
+    tables = (DUP_EDGES, DUP_CLUSTERS, EMBEDDINGS, TEXT_FEATURES)
+    versions = {t: delta.current_version(spark, cfg.table_path(t)) for t in tables}
     again = dedup.run(spark, cfg, "r2")
     assert again["texts_embedded"] == 0 and again["texts_from_cache"] == counts["texts_embedded"]
+    assert again["texts_hashed"] == 0 and again["texts_hash_cached"] == 7
     assert {t: delta.current_version(spark, cfg.table_path(t)) for t in versions} == versions
     assert edges_by_pair(spark, cfg) == edges
+
+    # new data: only its new texts are hashed and embedded, and it links to the cached rows
+    write_lake(spark, cfg, rows + [conv("a4", "cc", [("user", Q2), ("assistant", A_TYPO.upper())])])
+    third = dedup.run(spark, cfg, "r3")
+    assert third["texts_hashed"] == 1 and third["texts_hash_cached"] == 7 and third["texts_embedded"] == 1
+    assert edges_by_pair(spark, cfg)[("a1", "a4")] == "related"  # same answer, another question
 
 
 def test_hostile_texts_do_not_crash_or_glue_a_giant_cluster(spark, make_config, tmp_path):
@@ -88,29 +97,3 @@ def test_hostile_texts_do_not_crash_or_glue_a_giant_cluster(spark, make_config, 
     assert kinds.get("duplicate", 0) == 0
     assert counts["template_buckets_dropped"] > 0 or counts.get("edges_related", 0) > 0
 
-
-def test_new_cache_rows_run_their_udf_once(spark, make_config, tmp_path):
-    """merge_new_rows materialises its input: the embedding UDF runs once per new row, not for the count and
-    again for each read of the MERGE (it ran 2-3 times per text before)."""
-    import pandas as pd
-
-    from etl.dedup.udfs import EMBED_OUT_SCHEMA
-
-    cfg = make_config(raw_root=str(tmp_path), families=FAMILIES)
-    seen = spark.sparkContext.accumulator(0)
-
-    def fake_embed(batches):
-        for batch in batches:
-            seen.add(len(batch))
-            yield pd.DataFrame({"text_hash": batch["text_hash"], "model": "m", "vector": [[1.0, 0.0]] * len(batch)})
-
-    def texts(hashes):
-        return spark.createDataFrame([(h, f"text {h}") for h in hashes], "text_hash string, text string")
-
-    assert delta.merge_new_rows(texts(["a", "b"]).mapInPandas(fake_embed, EMBED_OUT_SCHEMA), cfg, EMBEDDINGS,
-                                ("text_hash", "model"), "r1", "dedup") == 2
-    seen.value = 0
-    added = delta.merge_new_rows(texts(["b", "c", "d"]).mapInPandas(fake_embed, EMBED_OUT_SCHEMA), cfg, EMBEDDINGS,
-                                 ("text_hash", "model"), "r2", "dedup")
-    assert added == 2 and seen.value == 3  # the three input rows embedded once each, two of them new
-    assert sorted(r.text_hash for r in delta.read_table(spark, cfg, EMBEDDINGS).collect()) == ["a", "b", "c", "d"]

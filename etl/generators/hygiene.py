@@ -15,9 +15,9 @@ from etl.generators.rows import as_messages
 from etl.schemas import ROLE_ASSISTANT
 
 try:  # the dedup module's normalisation and shingles, so "near-identical" means the same thing everywhere
-    from etl.dedup.minhash import normalize_for_shingles, shingle_hashes
+    from etl.dedup.minhash import normalize_for_shingles, shingle_hashes_many
 except ImportError:  # pragma: no cover - only when the dedup package is absent
-    normalize_for_shingles = shingle_hashes = None
+    normalize_for_shingles = shingle_hashes_many = None
 
 DROP_IDENTICAL = "identical"
 DROP_NEAR_IDENTICAL = "near_identical"
@@ -28,22 +28,16 @@ CHECK_COLUMNS = ["pair_id", "strategy", "split", "prompt_hash", "chosen_hash", "
                  "rejected_chars", "jaccard"]
 
 
-def _shingles(text: str, k: int) -> np.ndarray | set:
-    if shingle_hashes is None:
-        return set(str(text).lower().split())
-    return shingle_hashes(text, k)
-
-
 def pair_jaccard(chosen: str, rejected: str, shingle_size: int = 5) -> float:
     """Exact Jaccard of the word shingles of the two texts; short texts (< 2 shingles' worth of words) use words,
-    so 'I can't help.' and 'I can't help you.' count as near-identical."""
-    words = [len((normalize_for_shingles(t) if normalize_for_shingles else t.lower()).split())
-             for t in (chosen, rejected)]
-    k = shingle_size if min(words) >= 2 * shingle_size else 1
-    a, b = _shingles(chosen, k), _shingles(rejected, k)
-    if isinstance(a, set):
+    so 'I can't help.' and 'I can't help you.' count as near-identical. Each text is normalised once."""
+    if shingle_hashes_many is None:  # pragma: no cover - only when the dedup package is absent
+        a, b = set(str(chosen).lower().split()), set(str(rejected).lower().split())
         union = len(a | b)
         return len(a & b) / union if union else 1.0
+    texts = [normalize_for_shingles(chosen), normalize_for_shingles(rejected)]
+    k = shingle_size if min(len(t.split()) for t in texts) >= 2 * shingle_size else 1
+    a, b = shingle_hashes_many(texts, k, normalized=True)
     union = len(np.union1d(a, b))
     return len(np.intersect1d(a, b, assume_unique=True)) / union if union else 1.0
 

@@ -121,9 +121,20 @@ def write_table(
 
     Comparing content fingerprints makes a re-run on the same input a no-op: no new Delta version.
     """
-    spark = df.sparkSession
     path = cfg.table_path(name)
     df = with_comments(df.select(*[f.name for f in SCHEMAS[name].fields]) if name in SCHEMAS else df, name)
+    # Materialised once for the fingerprint and the write: otherwise a changed table computes its whole lineage
+    # (parsing, UDFs, joins) twice, and what is written is exactly what was fingerprinted.
+    df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return _write_if_changed(df, cfg, name, path, run_id, stage, replace_where, partition_by)
+    finally:
+        df.unpersist()
+
+
+def _write_if_changed(df: DataFrame, cfg: Config, name: str, path: str, run_id: str, stage: str,
+                      replace_where: str | None, partition_by: tuple[str, ...]) -> WriteResult:
+    spark = df.sparkSession
     new_fp = fingerprint(df)
     exists = table_exists(spark, path)
     if exists:

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from etl.config import Config, DedupConf
 from etl.dedup import clusters, udfs
 from etl.dedup.embedder import model_key
+from etl.dedup.features import cached_features
 from etl.dedup.minhash import optimal_params
 from etl.io import delta
 from etl.schemas import CONVERSATIONS, DUP_CLUSTERS, DUP_EDGES, EMBEDDINGS
@@ -77,8 +78,9 @@ def embedding_candidates(vec_bands: DataFrame, text_fields: DataFrame, vectors: 
     too_big = sizes.where(F.col("size") > conf.max_bucket_size)
     compared = sizes.where(F.col("size") <= conf.max_bucket_size)
     shared = keys.join(compared.drop("size"), ["field", "band", "key"], how="left_semi")
+    parts = int(keys.sparkSession.conf.get("spark.sql.shuffle.partitions", "8"))
     pairs = (shared.join(vectors, "text_hash", how="inner")
-             .groupBy("field", "band", "key")
+             .groupBy(F.pmod(F.xxhash64("field", "band", "key"), F.lit(parts)).alias("_part"))
              .applyInPandas(udfs.bucket_cosine_pairs_fn(conf.candidate_min_cosine), udfs.BUCKET_PAIRS_SCHEMA)
              .distinct())
     return pairs, too_big, compared
@@ -190,8 +192,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     conf = cfg.dedup
     bands, rows = band_params(conf)
     conv = delta.read_table(spark, cfg, CONVERSATIONS).select("conversation_id", "content_hash", "messages")
-    features = (with_texts(conv).mapInPandas(udfs.features_fn(conf, bands, rows), udfs.FEATURES_SCHEMA)
-                .persist())
+    features, hash_counts = cached_features(spark, cfg, with_texts(conv), bands, rows, run_id)
+    features = features.persist()
     texts = (with_texts(conv).join(features.select("conversation_id", "field", "text_hash", "informative"),
                                    ["conversation_id", "field"], how="inner")
              .where("informative").select("text_hash", "text").dropDuplicates(["text_hash"]))
@@ -215,7 +217,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     cluster_df, cstats = clusters.duplicate_clusters(spark, all_conv, edges_written, conf.max_cluster_size)
     w_clusters = delta.write_table(cluster_df, cfg, DUP_CLUSTERS, run_id, "dedup")
     counts = {
-        **embed_counts,
+        **embed_counts, **hash_counts,
         "bands": bands, "rows_per_band": rows,
         "candidates_minhash": mh_pairs.count(), "candidates_embedding": em_pairs.count(),
         "embedding_pairs_compared": int(em_sizes.select(F.sum(F.col("size") * (F.col("size") - 1) / 2)).first()[0] or 0),

@@ -22,10 +22,22 @@ from etl import contract
 from etl.config import Config
 from etl.generators import hygiene
 from etl.generators import preference as pref
-from etl.generators.rows import PAIR_COLUMNS, as_messages, split_prompt, strings_as_objects
+from etl.generators.rows import (
+    PAIR_COLUMNS,
+    as_messages,
+    split_prompt,
+    strings_as_objects,
+)
 from etl.generators.templates import load_templates
 from etl.io import delta
-from etl.schemas import CONVERSATIONS, DUP_CLUSTERS, EMBEDDINGS, PREFERENCE_PAIRS, PREFERENCE_PAIRS_SCHEMA, SPLITS
+from etl.schemas import (
+    CONVERSATIONS,
+    DUP_CLUSTERS,
+    EMBEDDINGS,
+    PREFERENCE_PAIRS,
+    PREFERENCE_PAIRS_SCHEMA,
+    SPLITS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +229,7 @@ def _sft_hashes(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 def hygiene_flags(pairs: DataFrame, conversations: DataFrame, max_jaccard: float, shingle_size: int,
                   exempt: tuple) -> DataFrame:
     """CHECKS_SCHEMA columns plus drop_reason (null = keep): the Spark form of hygiene.drop_reasons."""
-    checks = pairs.mapInPandas(pair_checks_fn(shingle_size), CHECKS_SCHEMA)
+    checks = pairs.mapInPandas(pair_checks_fn(shingle_size), CHECKS_SCHEMA).persist()  # read twice below
     sft = (conversations.select("messages").mapInPandas(_sft_hashes, "text_hash string").distinct()
            .withColumn("in_sft", F.lit(True)))
     splits_per_prompt = checks.groupBy("prompt_hash").agg(F.countDistinct("split").alias("prompt_splits"))
