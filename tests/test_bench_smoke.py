@@ -139,3 +139,22 @@ def _edit_distance(a: str, b: str, band: int = 80) -> int:
             cur[j] = min(prev.get(j, big) + 1, cur.get(j - 1, big) + 1, prev.get(j - 1, big) + (a[i - 1] != b[j - 1]))
         prev = cur
     return prev.get(len(b), big)
+
+
+def test_mllib_baseline_past_its_time_limit_is_cancelled_and_reported_as_a_lower_bound(spark, make_config, tmp_path):
+    import pandas as pd
+    from test_splits import conv, write_lake
+
+    from etl.bench import scale_eval
+
+    cfg = make_config(raw_root=str(tmp_path))
+    words = "sad tired lonely work sleep family money friend anxious calm".split()
+    rows = [conv(f"c{i}", "cc", [("user", " ".join(random.Random(i).sample(words, 6))), ("assistant", "ok then")])
+            for i in range(40)]
+    write_lake(spark, cfg, rows)
+    frame = pd.DataFrame({"conversation_id": [f"c{i}" for i in range(40)], "root": [f"c{i}" for i in range(40)],
+                          "index": range(40), "kind": "original", "perturbation": None, "dup_of": None})
+    cut = scale_eval.mllib_baseline(spark, cfg, frame, 0.8, 5, time_limit_s=0.05)
+    assert cut["finished"] is False and cut["time"]["wall_s"] < 30 and "precision" not in cut
+    done = scale_eval.mllib_baseline(spark, cfg, frame, 0.8, 5, time_limit_s=600)
+    assert done["finished"] is True and "precision" in done

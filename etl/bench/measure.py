@@ -146,6 +146,7 @@ def measure(name: str, spark=None, interval: float = 0.5) -> Iterator[dict]:
     if sampler:
         sampler.start()
     group = f"bench-{name}-{time.monotonic_ns()}"
+    result["group"] = group  # lets a caller cancel the step's Spark jobs (a baseline's time limit)
     if spark is not None:
         try:
             spark.sparkContext.setJobGroup(group, name)

@@ -11,6 +11,7 @@ Clusters are connected components of the duplicate relation only; splits use bot
 from __future__ import annotations
 
 import logging
+import time
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -197,7 +198,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     texts = (with_texts(conv).join(features.select("conversation_id", "field", "text_hash", "informative"),
                                    ["conversation_id", "field"], how="inner")
              .where("informative").select("text_hash", "text").dropDuplicates(["text_hash"]))
+    started = time.perf_counter()
     vectors, embed_counts = embed_missing(spark, cfg, texts, run_id)
+    embed_counts["embedding_s"] = round(time.perf_counter() - started, 1)  # model time, reported apart
     vectors = vectors.persist()
     text_fields = features.where("informative").select("text_hash", "field").distinct()
     vec_bands = vectors.mapInPandas(udfs.hyperplane_fn(conf.hyperplane_bits, conf.hyperplane_tables),
