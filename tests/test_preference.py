@@ -331,3 +331,16 @@ def test_bucketed_strategies_give_the_pairs_of_one_call_per_group(spark):
     degraded = stage.degraded_rows(keyed, ("counsel_chat",), templates, 17, 1)
     assert sorted(r.pair_id for r in stage.only_pairs(degraded).collect()) == sorted(pairs["pair_id"])
     assert len(pairs) == 40
+
+
+def test_a_truncation_that_ends_on_a_sign_off_name_is_redacted():
+    """Cutting an answer can leave a therapist's sign-off ("Be well,Robin") as a trailing signature."""
+    from etl.pii import find_pii
+
+    answer = ("It sounds like this has weighed on you for a while and that you want to be heard. Be well,Robin "
+              + "Please keep talking with her about it. " * 5)
+    t = templates_with([{"id": "d1", "kind": "truncated", "text": "{truncated_answer}"}])
+    for seed in range(40):
+        pairs, _ = pref.degraded_pairs(pd.DataFrame([conv("a", "q", answer)]), t, seed=seed)
+        rejected = texts(pairs, "rejected")[0]
+        assert find_pii(rejected) == [], rejected

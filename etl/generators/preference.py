@@ -28,6 +28,7 @@ from etl.generators.templates import (
     match_category,
     render,
 )
+from etl.pii import redact_text
 from etl.schemas import ROLE_ASSISTANT, ROLE_USER
 RANKED, NATIVE, HARD_NEGATIVE, DEGRADED, SAFETY = "ranked", "native", "hard_negative", "degraded", "safety"
 STRATEGIES = (RANKED, NATIVE, HARD_NEGATIVE, DEGRADED, SAFETY)
@@ -233,6 +234,9 @@ def degraded_pairs(df: pd.DataFrame, templates: TemplateSet, seed: int = 17, per
             if rejected is None:
                 skips[f"{template.kind}_too_short"] += 1
                 continue
+            # A cut can turn a mid-text sign-off ("Be well,Robin ...") into a trailing signature: generated text
+            # goes through the same redactor as ingested text (found by the PII gate on the 100k bench corpus).
+            rejected = redact_text(rejected)[0]
             pairs.append(make_pair(DEGRADED, best["prompt"], best["answer"], rejected, [best["conversation_id"]],
                                    best["family"], best["split"], seed, variant=template.id))
             made += 1
