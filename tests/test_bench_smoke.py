@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from etl.bench.pairs import QaRow, hard_negative_pairs, positive_pairs
-from etl.bench.perturb import truncate, typo
+from etl.bench.perturb import sentences, truncate, typo
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_RAW = (REPO / ".." / "shared" / "data" / "raw").resolve()
@@ -83,6 +83,44 @@ def test_scale_truth_matches_what_the_readers_find(tmp_path, pool):
     planted = [t for t in truth if t["pii_value"] and t["index"] in good and t["kind"] != "near"]
     assert planted and all(
         any(t["pii_value"] in m["content"] for m in good[t["index"]].messages) for t in planted)
+
+
+def test_a_sentence_stream_uses_every_sentence_once_before_any_repeats():
+    from etl.bench.scale import SentenceStream
+
+    stream = SentenceStream(["a", "b", "c", "b", "d"], random.Random(0))
+    first, second = [stream.take() for _ in range(4)], [stream.take() for _ in range(4)]
+    assert sorted(first) == sorted(second) == ["a", "b", "c", "d"]
+
+
+def _char_shingles(text: str) -> frozenset:
+    from etl.dedup.minhash import normalize_for_shingles
+
+    t = normalize_for_shingles(text)
+    return frozenset(t[i:i + 5] for i in range(max(1, len(t) - 4)))
+
+
+@needs_corpus
+def test_novel_conversations_past_the_real_pool_are_not_copies_of_each_other(pool):
+    """Past ~6k conversations the real pool is used up and rows are recombined; drawn with replacement, a 30k
+    corpus had 2,828 answer pairs at char-5-gram Jaccard >= 0.7 and 10.5k such prompt pairs between rows its
+    truth calls distinct (they chained a 100k corpus into one split group holding 61 % of the rows)."""
+    from etl.bench.scale import Generator
+
+    gen = Generator(pool, seed=0)
+    rows = [gen.draw(i) for i in range(12000)]
+    novel = [r for r in rows if r["kind"] == "novel" and r.get("related_to") is None]
+    assert len(novel) > 3000
+    for role in ("user", "assistant"):
+        texts = ["\n".join(m["content"] for m in r["messages"] if m["role"] == role) for r in novel]
+        by_sentence: dict[str, list[int]] = {}
+        for k, text in enumerate(texts):
+            for sentence in set(sentences(text)):
+                by_sentence.setdefault(sentence, []).append(k)
+        pairs = {(a, b) for ks in by_sentence.values() for i, a in enumerate(ks) for b in ks[i + 1:]}
+        shingles = {k: _char_shingles(texts[k]) for pair in pairs for k in pair}
+        near = [p for p in pairs if len(shingles[p[0]] & shingles[p[1]]) >= 0.7 * len(shingles[p[0]] | shingles[p[1]])]
+        assert len(near) <= len(novel) // 500, (role, len(near), [texts[k][:80] for k in near[0]] if near else None)
 
 
 def test_positive_pairs_match_title_and_therapist_name_before_the_comma():

@@ -5,7 +5,11 @@
 Conversation i is drawn in order from one seeded RNG: a family by MIX; then an exact copy (EXACT_RATE) or a
 near-duplicate (NEAR_RATE, one of etl.bench.perturb's kinds) of an earlier base conversation of the same family, or
 a new base conversation: the next unused real one from the de-duplicated seed pool, else a novel one recombined
-from same-topic sentences / same-role turns with real lengths. PII_RATE of the base conversations get one PII value
+from same-topic / same-role sentences with real lengths. Novel texts draw their sentences from streams that
+use every sentence once before any repeats (reshuffled per pass), and their topics in proportion to the topic's
+material (topics too small to recombine are left out): drawn with replacement, a 100k corpus reused sentences and
+whole turns so often that its "distinct" rows were partial copies of each other (one split group held 61 % of
+the rows), and the truth file could not say so. PII_RATE of the base conversations get one PII value
 (etl.pii_eval generators) planted in a user turn, which their copies inherit. Each family is written in its format
 (qa_csv 2020 and legacy headers, hh transcript jsonl.gz, ESConv json, ChatML jsonl) into `<out>/raw`; conversations
 past N (`--extra`, the incremental-rerun data) go to `<out>/raw_extra` with the same layout. `<out>/truth.jsonl`
@@ -22,7 +26,7 @@ import random
 from pathlib import Path
 
 from etl.bench.corpus import SeedPool, load_pool
-from etl.bench.perturb import DUPLICATE_KINDS, perturb_conversation
+from etl.bench.perturb import DUPLICATE_KINDS, perturb_conversation, sentences
 from etl.bench.writers import TreeWriter
 from etl.pii_eval import PII_GENERATORS
 
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 MIX = {"counsel_chat": 0.30, "counsel_chat_legacy": 0.18, "hh_rlhf_harmless": 0.34, "esconv_failed": 0.03,
        "support_chat": 0.15}
 EXACT_RATE, NEAR_RATE, PII_RATE, SAME_QUESTION_RATE = 0.03, 0.07, 0.05, 0.3
+MIN_TOPIC_ANSWER_SENTENCES = 200  # distinct sentences a topic needs before novel answers are recombined from it
 KIND_ORIGINAL, KIND_NOVEL, KIND_EXACT, KIND_NEAR = "original", "novel", "exact", "near"
 _SYSTEM = ("You are a supportive listener.", "You are an empathetic assistant for emotional support.",
            "You help people through hard moments; you are not a replacement for a therapist.")
@@ -46,8 +51,27 @@ class Generator:
             random.Random(f"order:{seed}:{f}").shuffle(self.order[f])
         self.used = {f: 0 for f in MIX}
         self.bases: dict[str, list[dict]] = {f: [] for f in MIX}
-        self.topics = sorted(pool.question_sentences)
+        distinct = {t: len(set(v)) for t, v in pool.answer_sentences.items()}
+        self.topics = [t for t in sorted(distinct) if distinct[t] >= MIN_TOPIC_ANSWER_SENTENCES] or sorted(distinct)
+        self.topic_weights = [distinct[t] for t in self.topics]
         self.families, self.weights = list(MIX), list(MIX.values())
+        self.streams: dict[str, SentenceStream] = {}
+
+    def _stream(self, name: str) -> "SentenceStream":
+        """The sentence stream of one pool: `q` (questions of every topic: the real questions repeat across answers,
+        so one topic holds as few as 8 distinct question sentences), `a:<topic>`, or a turn pool (`hh_user`...)."""
+        if name not in self.streams:
+            if name == "q":
+                pool = [q for topic in sorted(self.pool.question_sentences) for q in self.pool.question_sentences[topic]]
+            elif name.startswith("a:"):
+                pool = self.pool.answer_sentences[name[2:]]
+            else:
+                pool = [s for turn in self.pool.turns[name] for s in sentences(turn)]
+            self.streams[name] = SentenceStream(pool, self.rng)
+        return self.streams[name]
+
+    def _topic(self) -> str:
+        return self.rng.choices(self.topics, self.topic_weights)[0]
 
     def _pool_size(self, family: str) -> int:
         if family == "counsel_chat":
@@ -102,20 +126,33 @@ class Generator:
                 "fields": {k: session.get(k) for k in ("emotion_type", "problem_type", "situation",
                                                         "experience_type", "survey_score")}}
 
-    def _sentences_to(self, pool: list[str], target: int) -> str:
-        out, size = [], 0
-        while size < target or not out:
-            s = pool[self.rng.randrange(len(pool))]
-            out.append(s)
-            size += len(s) + 1
+    def _sentences_to(self, stream: str, target: int, min_sentences: int = 1) -> str:
+        """Sentences of a stream joined until `target` characters and `min_sentences`."""
+        source, out, size = self._stream(stream), [], 0
+        while size < target or len(out) < min_sentences:
+            out.append(source.take())
+            size += len(out[-1]) + 1
         return " ".join(out)
+
+    def _turn_like(self, stream: str, shape_text: str, min_sentences: int = 1) -> str:
+        """A new turn with as many sentences as `shape_text` (a real turn of that role), from the role's stream."""
+        source = self._stream(stream)
+        return " ".join(source.take() for _ in range(max(min_sentences, len(sentences(shape_text)))))
+
+    def _turns_like(self, family: str, shape: list[dict]) -> list[dict]:
+        """A new conversation shaped like `shape` (roles, turn lengths); the first user turn has two sentences at
+        least, so prompts do not repeat whole (a one-sentence prompt pool would give exact prompt copies)."""
+        first_user = next((i for i, m in enumerate(shape) if m["role"] == "user"), -1)
+        return [{"role": m["role"], "content": self._turn_like(f"{family}_{m['role']}", m["content"],
+                                                               2 if i == first_user else 1)}
+                for i, m in enumerate(shape)]
 
     def _novel(self, family: str, index: int) -> dict:
         rng, pool = self.rng, self.pool
         if family in ("counsel_chat", "counsel_chat_legacy"):
-            topic = self.topics[rng.randrange(len(self.topics))]
+            topic = self._topic()
             related = [b for b in self.bases[family][-200:] if b["fields"].get("topic") == topic]
-            answer = self._sentences_to(pool.answer_sentences[topic], rng.choice(pool.answer_lengths))
+            answer = self._sentences_to(f"a:{topic}", rng.choice(pool.answer_lengths))
             fields = {"topic": topic, "therapist": pool.therapists[rng.randrange(len(pool.therapists))],
                       "upvotes": str(rng.randrange(5)), "qid": f"g{index}"}
             if related and rng.random() < SAME_QUESTION_RATE:  # another therapist answers an earlier question
@@ -123,28 +160,28 @@ class Generator:
                 return {"messages": [dict(src["messages"][0]), {"role": "assistant", "content": answer}],
                         "fields": {**fields, "title": src["fields"]["title"], "qid": src["fields"]["qid"]},
                         "related_to": src["index"]}
-            question = self._sentences_to(pool.question_sentences[topic], rng.choice(pool.question_lengths))
+            question = self._sentences_to("q", rng.choice(pool.question_lengths), 2)
             title = " ".join(question.split()[:rng.randint(4, 10)]).rstrip(".,;:") + "?"
             return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
                     "fields": {**fields, "title": title}}
         if family == "hh_rlhf_harmless":
-            shape = pool.hh[rng.randrange(len(pool.hh))]["messages"]
-            messages = [{"role": m["role"], "content": rng.choice(pool.turns[f"hh_{m['role']}"])} for m in shape]
-            return {"messages": messages, "fields": {"rejected": rng.choice(pool.turns["hh_assistant"])}}
+            shape = pool.hh[rng.randrange(len(pool.hh))]
+            return {"messages": self._turns_like("hh", shape["messages"]),
+                    "fields": {"rejected": self._turn_like("hh_assistant", shape["rejected"])}}
         if family == "esconv_failed":
             shape = pool.esconv[rng.randrange(len(pool.esconv))]
             roles = ["user" if t.get("speaker") in ("speaker", "seeker", "usr") else "assistant" for t in shape["dialog"]]
-            messages = [{"role": r, "content": rng.choice(pool.turns[f"es_{r}"])} for r in roles]
+            messages = self._turns_like("es", [{"role": r, "content": str(t.get("content", ""))}
+                                               for r, t in zip(roles, shape["dialog"])])
             fields = {k: shape.get(k) for k in ("emotion_type", "problem_type", "situation", "experience_type",
                                                 "survey_score")}
             return {"messages": messages, "fields": fields}
-        topic = self.topics[rng.randrange(len(self.topics))]  # support_chat: short multi-turn ChatML sessions
+        topic = self._topic()  # support_chat: short multi-turn ChatML sessions
         messages = [{"role": "system", "content": rng.choice(_SYSTEM)}]
         for _ in range(rng.randint(1, 4)):
-            messages.append({"role": "user", "content": rng.choice(pool.turns["es_user"]) if rng.random() < 0.5
-                             else self._sentences_to(pool.question_sentences[topic], rng.randint(40, 300))})
-            messages.append({"role": "assistant", "content": self._sentences_to(
-                pool.answer_sentences[topic], rng.randint(80, 900))})
+            messages.append({"role": "user", "content": self._sentences_to("es_user", rng.randint(40, 120), 2)
+                             if rng.random() < 0.5 else self._sentences_to("q", rng.randint(40, 300), 2)})
+            messages.append({"role": "assistant", "content": self._sentences_to(f"a:{topic}", rng.randint(80, 900))})
         return {"messages": messages, "fields": {"topic": topic}}
 
     def _plant_pii(self, conv: dict) -> None:
@@ -155,6 +192,24 @@ class Generator:
         messages = [dict(m) for m in conv["messages"]]
         messages[i]["content"] = f"{messages[i]['content'].rstrip()} {template.replace('{v}', value)}"
         conv.update(messages=messages, pii_type=pii_type, pii_value=value)
+
+
+class SentenceStream:
+    """The sentences of a pool in a shuffled order, each used once per pass before any repeats (then reshuffled):
+    two novel texts share a sentence only after the pool is used up, and then by chance, not by a hot pick."""
+
+    def __init__(self, pool: list[str], rng: random.Random):
+        self.items = list(dict.fromkeys(pool))  # distinct, in first-seen order: deterministic
+        if not self.items:
+            raise ValueError("a sentence stream needs at least one sentence")
+        self.rng, self.pos = rng, len(self.items)
+
+    def take(self) -> str:
+        if self.pos >= len(self.items):
+            self.rng.shuffle(self.items)
+            self.pos = 0
+        self.pos += 1
+        return self.items[self.pos - 1]
 
 
 def generate(raw_root: str, n: int, out: str, seed: int = 0, extra: float = 0.0, pool: SeedPool | None = None) -> dict:
