@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -116,6 +117,27 @@ def test_hard_negative_takes_closest_prompt_in_band_never_same_cluster_or_other_
     assert dict(zip([r[0] for r in pairs.source_conversation_ids], texts(pairs, "rejected"))) == {
         "p1": "Answer two", "p2": "Answer one", "p4": "Answer two"}
     assert skips == {"no_neighbour_in_band": 2}  # p3: nothing in [0.6, 0.9]; p5: no neighbour in its split
+
+
+def test_nearest_neighbours_in_blocks_equal_the_whole_matrix_ties_and_blocking_included():
+    """Query rows go block by block (memory block x n, not n x n): any block size gives the same neighbours,
+    k-th place ties resolved by id, and blocked pairs (same cluster / split group / prompt) never returned."""
+    rng = np.random.default_rng(3)
+    centers = rng.standard_normal((6, 8))
+    vectors = centers[rng.integers(0, 6, 60)] + 0.5 * rng.standard_normal((60, 8))
+    vectors[10] = vectors[11] = vectors[12] = vectors[13]  # exact ties for rows near 13
+    df = pd.DataFrame({"conversation_id": [f"c{i:02d}" for i in rng.permutation(60)], "vector": list(vectors),
+                       "cluster_id": [f"k{i // 4}" if i % 3 == 0 else None for i in range(60)],
+                       "split_group": [f"g{i // 2}" for i in range(60)], "prompt_hash": [f"p{i // 5}" for i in range(60)]})
+    whole = pref.nearest_neighbours(df, 0.3, 0.99, k=3, block_rows=60)
+    assert len(whole) > 60
+    for block in (1, 7, 32):
+        pd.testing.assert_frame_equal(pref.nearest_neighbours(df, 0.3, 0.99, k=3, block_rows=block), whole)
+    key = df.set_index("conversation_id")
+    for col in ("split_group", "prompt_hash"):
+        assert (key.loc[whole["conversation_id"], col].to_numpy() != key.loc[whole["neighbour_id"], col].to_numpy()).all()
+    ordered = whole.groupby("conversation_id", sort=False)["cosine"].apply(lambda c: list(c) == sorted(c, reverse=True))
+    assert ordered.all() and whole.groupby("conversation_id").size().max() == 3
 
 
 def test_hard_negative_skips_prompts_without_embedding():

@@ -128,30 +128,54 @@ def native_pairs(df: pd.DataFrame, seed: int = 17) -> tuple[pd.DataFrame, Counte
     return to_frame(pairs), skips
 
 
-def nearest_neighbours(df: pd.DataFrame, min_cosine: float, max_cosine: float, k: int = 5) -> pd.DataFrame:
-    """Up to k neighbours per prompt with cosine in [min, max], most similar first, never from the same
-    duplicate cluster, split group or identical prompt. df: conversation_id, vector, cluster_id, split_group,
-    prompt_hash. Exact cosine over one group (a split): fine for tens of thousands of prompts."""
+def _block_codes(df: pd.DataFrame) -> list[np.ndarray]:
+    """Integer codes of the columns whose equal values block a neighbour (-1: no value, blocks nothing)."""
+    out = []
+    for col in ("cluster_id", "split_group", "prompt_hash"):
+        if col in df:
+            values = df[col].fillna("").astype(str).to_numpy()
+            codes = pd.factorize(values)[0]
+            out.append(np.where(values == "", -1, codes))
+    return out
+
+
+def nearest_neighbours(df: pd.DataFrame, min_cosine: float, max_cosine: float, k: int = 5,
+                       block_rows: int = 1024) -> pd.DataFrame:
+    """Up to k neighbours per prompt with cosine in [min, max], most similar first (ties: smaller id), never from
+    the same duplicate cluster, split group or identical prompt. df: conversation_id, vector, cluster_id,
+    split_group, prompt_hash. Exact cosine over one group (a split), `block_rows` query rows at a time: memory is
+    block_rows x n instead of n x n (a 45k-prompt split needed an 8 GB similarity matrix and three 2 GB masks)."""
     cols = ["conversation_id", "neighbour_id", "cosine"]
     df = df[df["vector"].map(lambda v: v is not None and len(v) > 0)].sort_values("conversation_id")
-    if len(df) < 2:
+    n = len(df)
+    if n < 2:
         return pd.DataFrame([], columns=cols)
     vectors = np.vstack([np.asarray(v, dtype=np.float32) for v in df["vector"]])
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    sims = vectors @ vectors.T
-    ids = df["conversation_id"].to_numpy()
-    blocked = np.eye(len(df), dtype=bool)
-    for col in ("cluster_id", "split_group", "prompt_hash"):
-        if col in df:
-            keys = df[col].fillna("").to_numpy()
-            blocked |= (keys[:, None] == keys[None, :]) & (keys[:, None] != "")
-    allowed = ~blocked & (sims >= min_cosine) & (sims <= max_cosine)
-    out = []
-    for i in range(len(df)):
-        cand = np.flatnonzero(allowed[i])
-        cand = cand[np.lexsort((ids[cand], -sims[i, cand]))][:k]  # most similar first, id breaks ties
-        out += [(ids[i], ids[j], float(sims[i, j])) for j in cand]
-    return pd.DataFrame(out, columns=cols)
+    ids = df["conversation_id"].to_numpy()  # sorted: index order is id order, so ties break on the index
+    codes = _block_codes(df)
+    out_i, out_j, out_s = [], [], []
+    for lo in range(0, n, block_rows):
+        hi = min(n, lo + block_rows)
+        sims = vectors[lo:hi] @ vectors.T
+        allowed = (sims >= min_cosine) & (sims <= max_cosine)
+        allowed[np.arange(hi - lo), np.arange(lo, hi)] = False
+        for c in codes:
+            q = c[lo:hi, None]
+            allowed &= ~((q == c[None, :]) & (q >= 0))
+        for r in np.flatnonzero(allowed.any(axis=1)):
+            cand = np.flatnonzero(allowed[r])
+            if len(cand) > k:  # keep the k best and anything tied with the k-th, then order exactly
+                kth = np.partition(sims[r, cand], len(cand) - k)[len(cand) - k]
+                cand = cand[sims[r, cand] >= kth]
+            cand = cand[np.lexsort((cand, -sims[r, cand]))][:k]
+            out_i.append(np.full(len(cand), lo + r))
+            out_j.append(cand)
+            out_s.append(sims[r, cand].astype(np.float64))
+    if not out_i:
+        return pd.DataFrame([], columns=cols)
+    i, j = np.concatenate(out_i), np.concatenate(out_j)
+    return pd.DataFrame({"conversation_id": ids[i], "neighbour_id": ids[j], "cosine": np.concatenate(out_s)})
 
 
 def hard_negative_pairs(df: pd.DataFrame, neighbours: pd.DataFrame, seed: int = 17) -> tuple[pd.DataFrame, Counter]:
