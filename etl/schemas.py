@@ -21,6 +21,7 @@ INVENTORY = "inventory"
 CONVERSATIONS = "conversations"
 QUARANTINE = "quarantine"
 PII_FINDINGS = "pii_findings"
+INGEST_OBJECTS = "ingest_objects"
 EMBEDDINGS = "embeddings"
 TEXT_FEATURES = "text_features"
 DUP_EDGES = "dup_edges"
@@ -92,6 +93,19 @@ EMBEDDINGS_SCHEMA = StructType([
     _f("text_hash", StringType(), False, "sha256 of the canonical text embedded"),
     _f("model", StringType(), False, "model name + max_seq_length"),
     _f("vector", ArrayType(FloatType(), False), False, "L2-normalised embedding"),
+])
+
+INGEST_OBJECTS_SCHEMA = StructType([
+    _f("key", StringType(), False, "object key under raw_root (conversations.source_uri)"),
+    _f("etag", StringType(), True, "version parsed (S3 ETag, MD5 of a local file); none: never reused"),
+    _f("family", StringType(), False, "family the object was routed to"),
+    _f("ingest_key", StringType(), False, "digest of the reader/PII settings and code that parsed it"),
+    _f("records_read", LongType(), False, "records the reader found"),
+    _f("conversations", LongType(), False, "rows written to conversations"),
+    _f("quarantined", LongType(), False, "rows written to quarantine"),
+    _f("pii_findings", MapType(StringType(), LongType()), False, "redacted occurrences per PII type"),
+    _f("pii_conversations", MapType(StringType(), LongType()), False, "conversations with that PII type"),
+    _f("ingest_run_id", StringType(), False, "run that parsed the object"),
 ])
 
 TEXT_FEATURES_SCHEMA = StructType([
@@ -167,6 +181,7 @@ SCHEMAS = {
     CONVERSATIONS: CONVERSATIONS_SCHEMA,
     QUARANTINE: QUARANTINE_SCHEMA,
     PII_FINDINGS: PII_FINDINGS_SCHEMA,
+    INGEST_OBJECTS: INGEST_OBJECTS_SCHEMA,
     EMBEDDINGS: EMBEDDINGS_SCHEMA,
     TEXT_FEATURES: TEXT_FEATURES_SCHEMA,
     DUP_EDGES: DUP_EDGES_SCHEMA,

@@ -14,12 +14,13 @@ from pyspark.sql.types import IntegerType, LongType, StringType, StructField, St
 from etl import contract
 from etl.config import Config
 from etl.io import delta, objects
-from etl.schemas import CONVERSATIONS, MESSAGES, PII_FINDINGS, QUARANTINE
+from etl.schemas import CONVERSATIONS, INGEST_OBJECTS, MESSAGES, PII_FINDINGS, QUARANTINE
+from etl.stages import ingest_ledger as ledger
 from etl.stages import inventory as inv
 
 log = logging.getLogger(__name__)
 
-KIND_CONVERSATION, KIND_QUARANTINE, KIND_STATS = "conversation", "quarantine", "stats"
+KIND_CONVERSATION, KIND_QUARANTINE, KIND_STATS = ledger.KIND_CONVERSATION, ledger.KIND_QUARANTINE, ledger.KIND_STATS
 
 # Output of the parsing UDF: one row per record (conversation or quarantine) plus one stats row per object.
 PARSED_SCHEMA = StructType([
@@ -137,19 +138,9 @@ def quarantine_from_parsed(parsed: DataFrame, run_id: str) -> DataFrame:
         F.lit(run_id).alias("ingest_run_id"))
 
 
-def pii_findings_from_parsed(parsed: DataFrame) -> DataFrame:
-    """Findings per family and PII type: occurrences and conversations with at least one."""
-    found = (parsed.where(F.col("kind") == KIND_CONVERSATION)
-             .select("family", F.explode(F.from_json("pii_json", "map<string,long>")).alias("pii_type", "n"))
-             .where(F.col("n") > 0))
-    return found.groupBy("family", "pii_type").agg(
-        F.sum("n").cast("long").alias("findings"), F.count(F.lit(1)).cast("long").alias("conversations"))
-
-
-def reconcile(parsed: DataFrame, conversations: DataFrame, quarantine: DataFrame) -> list[dict]:
-    """Per family: records read (from the readers) vs conversations + quarantined (as written)."""
-    read = (parsed.where(F.col("kind") == KIND_STATS).groupBy("family")
-            .agg(F.sum("records_read").alias("records_read")))
+def reconcile(ledger: DataFrame, conversations: DataFrame, quarantine: DataFrame) -> list[dict]:
+    """Per family: records read (the readers' counts, from the ledger) vs conversations + quarantined (as written)."""
+    read = ledger.groupBy("family").agg(F.sum("records_read").alias("records_read"))
     conv = conversations.groupBy("family").agg(F.count(F.lit(1)).alias("conversations"))
     quar = quarantine.groupBy("family").agg(F.count(F.lit(1)).alias("quarantined"))
     joined = (read.join(conv, "family", how="full").join(quar, "family", how="full").na.fill(0).orderBy("family"))
@@ -160,38 +151,56 @@ def mapped_objects(inventory: DataFrame) -> DataFrame:
     return inventory.where(F.col("status") == inv.STATUS_MAPPED).select("key", "uri", "etag", "family")
 
 
+def parse(spark: SparkSession, cfg: Config, todo: DataFrame, n_todo: int) -> DataFrame:
+    """The parsed rows (PARSED_SCHEMA) of the objects to parse, one task per object up to 64."""
+    if not n_todo:
+        return spark.createDataFrame([], PARSED_SCHEMA)
+    families = {f.name: (f.format, f.options) for f in cfg.raw_families()}
+    return (todo.repartition(min(n_todo, 64), "key")
+            .mapInPandas(parse_objects_fn(families, cfg), PARSED_SCHEMA))
+
+
 def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
-    """Parse every mapped object once, write conversations, quarantine and PII findings, then reconcile."""
+    """Parse every new or changed mapped object once (the ledger says which: etl.stages.ingest_ledger), write
+    conversations, quarantine and PII findings with the rows of unchanged objects kept, then reconcile."""
     inventory = delta.read_table(spark, cfg, "inventory")
     objs = mapped_objects(inventory)
-    n_objs = max(1, objs.count())
-    families = {f.name: (f.format, f.options) for f in cfg.raw_families()}
-    parsed = (objs.repartition(min(n_objs, 64), "key")
-              .mapInPandas(parse_objects_fn(families, cfg), PARSED_SCHEMA)
-              .persist())
+    key = ledger.ingest_key(cfg)
+    reused, todo = ledger.split_objects(spark, cfg, objs, key)
+    reused, todo = reused.persist(), todo.persist()
+    n_objs, n_todo = objs.count(), todo.count()
+    parsed = parse(spark, cfg, todo, n_todo).persist()
+    raw_names = ", ".join(f"'{f.name}'" for f in cfg.raw_families()) or "''"
     try:
-        raw_names = ", ".join(f"'{n}'" for n in families) or "''"
-        conv = conversations_from_parsed(parsed, run_id, cfg.pii.enabled)
-        quar = quarantine_from_parsed(parsed, run_id)
+        old_conv = delta.read_table(spark, cfg, CONVERSATIONS).where(f"family IN ({raw_names})")
+        conv = conversations_from_parsed(parsed, run_id, cfg.pii.enabled).unionByName(
+            ledger.kept_rows(old_conv, reused))
+        quar = quarantine_from_parsed(parsed, run_id).unionByName(
+            ledger.kept_rows(delta.read_table(spark, cfg, QUARANTINE), reused))
+        all_objects = ledger.new_ledger_rows(parsed, todo, key, run_id).unionByName(reused).persist()
         w_conv = delta.write_table(conv, cfg, CONVERSATIONS, run_id, "ingest",
                                    replace_where=f"family IN ({raw_names})")
         w_quar = delta.write_table(quar, cfg, QUARANTINE, run_id, "ingest")
-        delta.write_table(pii_findings_from_parsed(parsed), cfg, PII_FINDINGS, run_id, "ingest")
+        delta.write_table(ledger.pii_findings(all_objects), cfg, PII_FINDINGS, run_id, "ingest")
         written_conv = delta.read_table(spark, cfg, CONVERSATIONS).where(f"family IN ({raw_names})")
         written_quar = delta.read_table(spark, cfg, QUARANTINE)
-        recon = reconcile(parsed, written_conv, written_quar)
+        recon = reconcile(all_objects, written_conv, written_quar)
+        bad = [r for r in recon if r["records_read"] != r["conversations"] + r["quarantined"]]
+        if bad:
+            raise RuntimeError(f"ingest: records lost for families {[r['family'] for r in bad]}: {bad}")
+        delta.write_table(all_objects, cfg, INGEST_OBJECTS, run_id, "ingest")  # last: it vouches for the rows above
     finally:
-        parsed.unpersist()
+        for df in (parsed, reused, todo):
+            df.unpersist()
+    log.info("ingest: %d objects parsed, %d unchanged reused", n_todo, n_objs - n_todo)
     log.info("ingest reconciliation (records read = conversations + quarantined):\n%s", format_reconciliation(recon))
-    bad = [r for r in recon if r["records_read"] != r["conversations"] + r["quarantined"]]
-    if bad:
-        raise RuntimeError(f"ingest: records lost for families {[r['family'] for r in bad]}: {bad}")
     records = {r["family"]: r["conversations"] for r in recon}
     cov = inv.coverage([r.asDict() for r in inventory.collect()], cfg, records)
     inv.write_coverage(cfg, cov)
     log.info("coverage:\n%s", inv.format_coverage(cov))
     return {
-        "objects": n_objs, "records_read": sum(r["records_read"] for r in recon),
+        "objects": n_objs, "objects_parsed": n_todo, "objects_reused": n_objs - n_todo,
+        "records_read": sum(r["records_read"] for r in recon),
         "conversations": w_conv.rows, "quarantined": w_quar.rows,
         "conversations_changed": w_conv.changed, "by_family": recon,
     }
