@@ -138,6 +138,8 @@ def build_model(conf: EmbeddingConf, device: str | None = None):
         import torch
 
         model = model.to(torch.bfloat16 if precision == "bf16" else torch.float16)
+    elif precision == "fp32" and backend == "torch":
+        model = model.float()  # a half-precision checkpoint (a smaller copy of the model) still runs in fp32
     elif precision == "int8":
         import torch
         from torch.ao.quantization import quantize_dynamic
