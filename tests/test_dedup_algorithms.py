@@ -195,6 +195,7 @@ def test_bucket_cosine_pairs_compare_members_of_each_bucket_only():
     from etl.dedup.udfs import bucket_cosine_pairs_fn
 
     rng = np.random.default_rng(3)
+    signatures = rng.integers(0, 3, size=(6, 16))  # small range: some positions agree
     centres = rng.standard_normal((3, 8)).astype(np.float32)
     base = np.repeat(centres, 2, axis=0) + 0.2 * rng.standard_normal((6, 8)).astype(np.float32)  # t0~t1, t2~t3, t4~t5
     rows, co_bucketed = [], 0
@@ -203,21 +204,27 @@ def test_bucket_cosine_pairs_compare_members_of_each_bucket_only():
         members = rng.choice(6, size=int(rng.integers(1, 6)), replace=False)
         for m in members:
             v = base[m] + (0.05 * rng.standard_normal(8) if b % 3 else 0)
-            rows.append({"field": field, "band": b % 4, "key": b, "text_hash": f"t{m}", "vector": v / np.linalg.norm(v)})
+            rows.append({"field": field, "band": b % 4, "key": b, "text_hash": f"t{m}", "vector": v / np.linalg.norm(v),
+                         "signature": signatures[m]})
     part = pd.DataFrame(rows).sample(frac=1.0, random_state=1)  # arrival order must not matter
     got = bucket_cosine_pairs_fn(0.5)(part)
-    expected = set()
+    expected, cosines = set(), {}
     for (field, _band, _key), g in pd.DataFrame(rows).groupby(["field", "band", "key"]):
         g = g.sort_values("text_hash")
         for i in range(len(g)):
             for j in range(i + 1, len(g)):
                 co_bucketed += 1
-                if float(np.dot(g.iloc[i].vector, g.iloc[j].vector)) >= 0.5:
+                cos = float(np.dot(g.iloc[i].vector, g.iloc[j].vector))
+                cosines.setdefault((field, g.iloc[i].text_hash, g.iloc[j].text_hash), []).append(cos)
+                if cos >= 0.5:
                     expected.add((field, g.iloc[i].text_hash, g.iloc[j].text_hash))
     assert set(map(tuple, got[["field", "h1", "h2"]].to_numpy())) == expected
     assert 5 <= len(expected) < co_bucketed  # some co-bucketed pairs are below the threshold
     assert (got["h1"] < got["h2"]).all()
     assert bucket_cosine_pairs_fn(0.5)(part.head(1)).empty
+    for r in got.itertuples():  # scored here: the pair needs no join back to its vectors and signatures
+        assert r.jaccard == (signatures[int(r.h1[1:])] == signatures[int(r.h2[1:])]).mean()
+        assert any(abs(r.cosine - c) < 1e-6 for c in cosines[(r.field, r.h1, r.h2)])
 
 
 def test_chain_is_one_component_labelled_by_the_smallest_key():

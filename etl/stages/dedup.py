@@ -68,11 +68,11 @@ def minhash_candidates(features: DataFrame, max_bucket: int) -> tuple[DataFrame,
     return bucket_pairs(keys, max_bucket)
 
 
-def embedding_candidates(vec_bands: DataFrame, text_fields: DataFrame, vectors: DataFrame, conf: DedupConf
+def embedding_candidates(vec_bands: DataFrame, text_fields: DataFrame, vec_sigs: DataFrame, conf: DedupConf
                          ) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(candidate pairs, template buckets, bucket sizes): pairs sharing a hyperplane bucket whose cosine reaches
-    `candidate_min_cosine`, compared inside each bucket (only buckets of 2..max_bucket_size members, so vectors
-    travel only for texts that share a bucket with another)."""
+    """(scored candidate pairs, template buckets, bucket sizes): pairs sharing a hyperplane bucket whose cosine
+    reaches `candidate_min_cosine`, compared and scored inside each bucket (only buckets of 2..max_bucket_size
+    members, so vectors and signatures travel only for texts that share a bucket with another)."""
     keys = (vec_bands.join(text_fields, "text_hash", how="inner")
             .select("field", "text_hash", F.posexplode("bands").alias("band", "key")))
     sizes = keys.groupBy("field", "band", "key").agg(F.count(F.lit(1)).alias("size")).where(F.col("size") > 1)
@@ -80,10 +80,10 @@ def embedding_candidates(vec_bands: DataFrame, text_fields: DataFrame, vectors: 
     compared = sizes.where(F.col("size") <= conf.max_bucket_size)
     shared = keys.join(compared.drop("size"), ["field", "band", "key"], how="left_semi")
     parts = int(keys.sparkSession.conf.get("spark.sql.shuffle.partitions", "8"))
-    pairs = (shared.join(vectors, "text_hash", how="inner")
+    pairs = (shared.join(vec_sigs, "text_hash", how="inner")
              .groupBy(F.pmod(F.xxhash64("field", "band", "key"), F.lit(parts)).alias("_part"))
              .applyInPandas(udfs.bucket_cosine_pairs_fn(conf.candidate_min_cosine), udfs.BUCKET_PAIRS_SCHEMA)
-             .distinct())
+             .dropDuplicates(["field", "h1", "h2"]))
     return pairs, too_big, compared
 
 
@@ -101,10 +101,11 @@ def verify_text_pairs(cands: DataFrame, sigs: DataFrame, vectors: DataFrame, con
     s2 = sigs.select(F.col("text_hash").alias("h2"), F.col("signature").alias("s2"))
     v1 = vectors.select(F.col("text_hash").alias("h1"), F.col("vector").alias("v1"))
     v2 = vectors.select(F.col("text_hash").alias("h2"), F.col("vector").alias("v2"))
-    scored = (cands.join(s1, "h1", how="inner").join(s2, "h2", how="inner")
-              .join(v1, "h1", how="left").join(v2, "h2", how="left")
-              .select("field", "h1", "h2", "source",
-                      _jaccard(F.col("s1"), F.col("s2"), conf.num_perm).alias("jaccard"),
+    # Jaccard first, then the signatures are dropped: rows carry one kind of array through each shuffle, not four
+    lexical = (cands.join(s1, "h1", how="inner").join(s2, "h2", how="inner")
+               .select("field", "h1", "h2", "source", _jaccard(F.col("s1"), F.col("s2"), conf.num_perm).alias("jaccard")))
+    scored = (lexical.join(v1, "h1", how="left").join(v2, "h2", how="left")
+              .select("field", "h1", "h2", "source", "jaccard",
                       F.when(F.col("v1").isNotNull() & F.col("v2").isNotNull(), _cosine(F.col("v1"), F.col("v2")))
                       .alias("cosine")))
     return scored.withColumn("near", near_condition(conf))
@@ -206,12 +207,13 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     vec_bands = vectors.mapInPandas(udfs.hyperplane_fn(conf.hyperplane_bits, conf.hyperplane_tables),
                                     udfs.HYPERPLANE_SCHEMA)
     mh_pairs, mh_big = minhash_candidates(features, conf.max_bucket_size)
-    em_pairs, em_big, em_sizes = embedding_candidates(vec_bands, text_fields, vectors, conf)
-    em_pairs = em_pairs.persist()
-    cands = (mh_pairs.withColumn("source", F.lit(SOURCE_MINHASH))
-             .unionByName(em_pairs.withColumn("source", F.lit(SOURCE_EMBEDDING))).persist())
     sigs = features.select("text_hash", "signature").dropDuplicates(["text_hash"])
-    verified = verify_text_pairs(cands, sigs, vectors, conf).persist()
+    em_pairs, em_big, em_sizes = embedding_candidates(vec_bands, text_fields, vectors.join(sigs, "text_hash"), conf)
+    em_pairs = em_pairs.persist()
+    cands = mh_pairs.withColumn("source", F.lit(SOURCE_MINHASH)).persist()
+    scored_em = em_pairs.select("field", "h1", "h2", F.lit(SOURCE_EMBEDDING).alias("source"), "jaccard", "cosine")
+    verified = (verify_text_pairs(cands, sigs, vectors, conf)
+                .unionByName(scored_em.withColumn("near", near_condition(conf)))).persist()
     pairs = conversation_pairs(verified, features).unionByName(exact_pairs(features, conf.max_bucket_size))
     edges = classify_edges(pairs, features, vectors, conf).persist()
     w_edges = delta.write_table(edges, cfg, DUP_EDGES, run_id, "dedup")
