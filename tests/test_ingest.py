@@ -71,6 +71,7 @@ def test_rerun_on_unchanged_input_adds_no_version(spark, shared_lake):
     versions = {t: delta.current_version(spark, cfg.table_path(t)) for t in ("conversations", "quarantine")}
     counts = ingest.run(spark, cfg, "ing-2")
     assert counts["conversations_changed"] is False
+    assert counts["objects_parsed"] == 0 and counts["objects_reused"] == counts["objects"]  # the ingest ledger
     assert {t: delta.current_version(spark, cfg.table_path(t)) for t in versions} == versions
     ops = [h["operation"] for h in delta.history(spark, cfg.table_path("conversations"))]
     assert ops == ["WRITE"]
@@ -134,12 +135,13 @@ def _chat(user: str, answer: str) -> str:
 
 
 def test_rerun_parses_only_new_and_changed_objects_and_drops_removed_ones(spark, make_config, tmp_path):
-    """The ingest ledger: unchanged objects keep their rows (and run id), a changed one is parsed again, a removed
-    one leaves with its rows and PII counts, and a settings change parses everything again."""
+    """The ingest ledger: an unchanged object keeps its rows (and their run id), a changed one is parsed again, a
+    removed one leaves with its rows and PII counts, a new one is parsed, and a settings change parses everything."""
     raw = tmp_path / "raw" / "support_chat"
     raw.mkdir(parents=True)
     (raw / "a.jsonl").write_text(_chat("I feel low", "I hear you.") + "\n{bad json\n")
     (raw / "b.jsonl").write_text(_chat("Write to me at sam@example.com please", "Thank you for sharing.") + "\n")
+    (raw / "e.jsonl").write_text(_chat("My exams scare me", "Exams can feel huge.") + "\n")
     cfg = make_config("shared_corpus.yaml", raw_root=str(tmp_path / "raw"))
 
     def ingest_now(run_id, config=cfg):
@@ -151,30 +153,21 @@ def test_rerun_parses_only_new_and_changed_objects_and_drops_removed_ones(spark,
                 for r in delta.read_table(spark, cfg, table).collect()}
 
     first = ingest_now("r1")
-    assert (first["objects_parsed"], first["objects_reused"]) == (2, 0)
-    pii = {r["pii_type"]: r["findings"] for r in delta.read_table(spark, cfg, "pii_findings").collect()}
-    assert pii.get("EMAIL") == 1
-    versions = {t: delta.current_version(spark, cfg.table_path(t)) for t in ("conversations", "quarantine")}
-
-    again = ingest_now("r2")
-    assert (again["objects_parsed"], again["objects_reused"], again["conversations_changed"]) == (0, 2, False)
-    assert {t: delta.current_version(spark, cfg.table_path(t)) for t in versions} == versions
+    assert (first["objects_parsed"], first["objects_reused"]) == (3, 0)
+    assert delta.read_table(spark, cfg, "pii_findings").where("pii_type = 'EMAIL'").first()["findings"] == 1
 
     (raw / "a.jsonl").write_text(_chat("I feel low", "I hear you.") + "\n" + _chat("Still low", "Tell me more.") + "\n")
     (raw / "b.jsonl").unlink()
     (raw / "c.jsonl").write_text(_chat("I cannot sleep", "That sounds exhausting.") + "\n")
-    third = ingest_now("r3")
-    assert (third["objects_parsed"], third["objects_reused"]) == (2, 0)
+    second = ingest_now("r2")
+    assert (second["objects_parsed"], second["objects_reused"]) == (2, 1)
     conv = rows("conversations")
-    assert {k[0] for k in conv} == {"support_chat/a.jsonl", "support_chat/c.jsonl"} and set(conv.values()) == {"r3"}
-    assert len(conv) == 3 and rows("quarantine") == {}  # a's bad line is gone with the old version of a
+    assert {k[0] for k in conv} == {"support_chat/a.jsonl", "support_chat/c.jsonl", "support_chat/e.jsonl"}
+    assert len(conv) == 4 and rows("quarantine") == {}  # a's bad line left with the old version of a
+    assert {k[0]: v for k, v in conv.items()} == {"support_chat/a.jsonl": "r2", "support_chat/c.jsonl": "r2",
+                                                  "support_chat/e.jsonl": "r1"}  # e was kept, not parsed again
     assert delta.read_table(spark, cfg, "pii_findings").where("pii_type = 'EMAIL'").count() == 0
-    assert all(r["records_read"] == r["conversations"] + r["quarantined"] for r in third["by_family"])
-
-    (raw / "d.jsonl").write_text(_chat("My exams scare me", "Exams can feel huge.") + "\n")
-    fourth = ingest_now("r4")
-    assert (fourth["objects_parsed"], fourth["objects_reused"]) == (1, 2)
-    assert rows("conversations")[("support_chat/a.jsonl", "line:2")] == "r3"  # kept rows keep their run id
+    assert all(r["records_read"] == r["conversations"] + r["quarantined"] for r in second["by_family"])
 
     changed = make_config("shared_corpus.yaml", raw_root=str(tmp_path / "raw"), ingest__quarantine_raw_chars=100)
-    assert ingest_now("r5", changed)["objects_parsed"] == 3
+    assert ingest_now("r3", changed)["objects_parsed"] == 3
