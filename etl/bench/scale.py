@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 MIX = {"counsel_chat": 0.30, "counsel_chat_legacy": 0.18, "hh_rlhf_harmless": 0.34, "esconv_failed": 0.03,
        "support_chat": 0.15}
 EXACT_RATE, NEAR_RATE, PII_RATE, SAME_QUESTION_RATE = 0.03, 0.07, 0.05, 0.3
+PROMPT_SENTENCES, LONG_SENTENCE_CHARS = 3, 30  # first user turns of novel multi-turn rows (see _turns_like)
 MIN_TOPIC_ANSWER_SENTENCES = 200  # distinct sentences a topic needs before novel answers are recombined from it
 KIND_ORIGINAL, KIND_NOVEL, KIND_EXACT, KIND_NEAR = "original", "novel", "exact", "near"
 _SYSTEM = ("You are a supportive listener.", "You are an empathetic assistant for emotional support.",
@@ -59,9 +60,12 @@ class Generator:
 
     def _stream(self, name: str) -> "SentenceStream":
         """The sentence stream of one pool: `q` (questions of every topic: the real questions repeat across answers,
-        so one topic holds as few as 8 distinct question sentences), `a:<topic>`, or a turn pool (`hh_user`...)."""
+        so one topic holds as few as 8 distinct question sentences), `a:<topic>`, or a turn pool (`hh_user`...);
+        a trailing `+` keeps sentences of LONG_SENTENCE_CHARS or more."""
         if name not in self.streams:
-            if name == "q":
+            if name.endswith("+"):
+                pool = [s for s in self._stream(name[:-1]).items if len(s) >= LONG_SENTENCE_CHARS]
+            elif name == "q":
                 pool = [q for topic in sorted(self.pool.question_sentences) for q in self.pool.question_sentences[topic]]
             elif name.startswith("a:"):
                 pool = self.pool.answer_sentences[name[2:]]
@@ -139,13 +143,21 @@ class Generator:
         source = self._stream(stream)
         return " ".join(source.take() for _ in range(max(min_sentences, len(sentences(shape_text)))))
 
-    def _turns_like(self, family: str, shape: list[dict]) -> list[dict]:
-        """A new conversation shaped like `shape` (roles, turn lengths); the first user turn has two sentences at
-        least, so prompts do not repeat whole (a one-sentence prompt pool would give exact prompt copies)."""
+    def _turns_like(self, family: str, shape: list[dict], answer_sentences: int = 1) -> list[dict]:
+        """A new conversation shaped like `shape` (roles, turn lengths). The first user turn (the dedup prompt) is
+        PROMPT_SENTENCES long sentences: each pool sentence recurs in many prompts at 100k, and two prompts that
+        share one of two sentences (the other a short "Why?") are near-identical, which chained 19k hh rows into
+        one split group; sharing one of three long ones is not. Assistant turns have `answer_sentences` at least."""
         first_user = next((i for i, m in enumerate(shape) if m["role"] == "user"), -1)
-        return [{"role": m["role"], "content": self._turn_like(f"{family}_{m['role']}", m["content"],
-                                                               2 if i == first_user else 1)}
-                for i, m in enumerate(shape)]
+        out = []
+        for i, m in enumerate(shape):
+            if i == first_user:
+                content = self._turn_like(f"{family}_user+", m["content"], PROMPT_SENTENCES)
+            else:
+                content = self._turn_like(f"{family}_{m['role']}", m["content"],
+                                          answer_sentences if m["role"] == "assistant" else 1)
+            out.append({"role": m["role"], "content": content})
+        return out
 
     def _novel(self, family: str, index: int) -> dict:
         rng, pool = self.rng, self.pool
@@ -166,7 +178,7 @@ class Generator:
                     "fields": {**fields, "title": title}}
         if family == "hh_rlhf_harmless":
             shape = pool.hh[rng.randrange(len(pool.hh))]
-            return {"messages": self._turns_like("hh", shape["messages"]),
+            return {"messages": self._turns_like("hh", shape["messages"], answer_sentences=2),
                     "fields": {"rejected": self._turn_like("hh_assistant", shape["rejected"])}}
         if family == "esconv_failed":
             shape = pool.esconv[rng.randrange(len(pool.esconv))]
@@ -178,9 +190,11 @@ class Generator:
             return {"messages": messages, "fields": fields}
         topic = self._topic()  # support_chat: short multi-turn ChatML sessions
         messages = [{"role": "system", "content": rng.choice(_SYSTEM)}]
-        for _ in range(rng.randint(1, 4)):
-            messages.append({"role": "user", "content": self._sentences_to("es_user", rng.randint(40, 120), 2)
-                             if rng.random() < 0.5 else self._sentences_to("q", rng.randint(40, 300), 2)})
+        for turn in range(rng.randint(1, 4)):
+            first = 0 if turn else PROMPT_SENTENCES  # the first user turn is the prompt (see _turns_like)
+            messages.append({"role": "user", "content": self._sentences_to("es_user+" if first else "es_user",
+                                                                           rng.randint(40, 120), first or 2)
+                             if rng.random() < 0.5 else self._sentences_to("q", rng.randint(40, 300), first or 2)})
             messages.append({"role": "assistant", "content": self._sentences_to(f"a:{topic}", rng.randint(80, 900))})
         return {"messages": messages, "fields": {"topic": topic}}
 

@@ -72,8 +72,9 @@ def new_ledger_rows(parsed: DataFrame, todo: DataFrame, key: str, run_id: str) -
                    F.explode(F.from_json("pii_json", "map<string,long>")).alias("pii_type", "n"))
            .where(F.col("n") > 0)
            .groupBy("key", "pii_type").agg(F.sum("n").alias("n"), F.count(F.lit(1)).alias("c"))
-           .groupBy("key").agg(F.map_from_entries(F.collect_list(F.struct("pii_type", "n"))).alias("pii_findings"),
-                               F.map_from_entries(F.collect_list(F.struct("pii_type", "c"))).alias("pii_conversations")))
+           .groupBy("key").agg(  # sorted entries: the map (and the table's fingerprint) must not depend on task order
+               F.map_from_entries(F.array_sort(F.collect_list(F.struct("pii_type", "n")))).alias("pii_findings"),
+               F.map_from_entries(F.array_sort(F.collect_list(F.struct("pii_type", "c")))).alias("pii_conversations")))
     empty = F.create_map().cast("map<string,long>")
     return (todo.select("key", "etag", "family").join(per_obj, "key", how="left").join(pii, "key", how="left")
             .select("key", "etag", "family", F.lit(key).alias("ingest_key"),
