@@ -77,7 +77,8 @@ def parse_object(key, uri, etag, family, fmt, options, limits, raw_chars, redact
         stream = objects.open_object(uri, endpoint, expected_etag=etag)  # the version inventory listed
     except objects.StorageError as exc:
         rows.append({**base, "kind": KIND_QUARANTINE, "family": family, "source_uri": key, "source_etag": etag,
-                     "source_locator": "object", "reason": "unreadable", "detail": str(exc), "raw_text": ""})
+                     "source_locator": "object", "reason": ledger.REASON_UNREADABLE, "detail": str(exc),
+                     "raw_text": ""})
         rows.append({**base, "kind": KIND_STATS, "family": family, "source_uri": key, "source_locator": "object",
                      "records_read": 1})
         return [valid_utf8(r) for r in rows]
@@ -177,7 +178,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
             ledger.kept_rows(old_conv, reused))
         quar = quarantine_from_parsed(parsed, run_id).unionByName(
             ledger.kept_rows(delta.read_table(spark, cfg, QUARANTINE), reused))
-        all_objects = ledger.new_ledger_rows(parsed, todo, key, run_id).unionByName(reused).persist()
+        all_objects = ledger.new_ledger_rows(parsed, todo, key, run_id).unionByName(
+            reused.withColumn(ledger.RETRY, F.lit(False))).persist()
         w_conv = delta.write_table(conv, cfg, CONVERSATIONS, run_id, "ingest",
                                    replace_where=f"family IN ({raw_names})")
         w_quar = delta.write_table(quar, cfg, QUARANTINE, run_id, "ingest")
@@ -188,7 +190,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
         bad = [r for r in recon if r["records_read"] != r["conversations"] + r["quarantined"]]
         if bad:
             raise RuntimeError(f"ingest: records lost for families {[r['family'] for r in bad]}: {bad}")
-        delta.write_table(all_objects, cfg, INGEST_OBJECTS, run_id, "ingest")  # last: it vouches for the rows above
+        delta.write_table(ledger.stored(all_objects), cfg, INGEST_OBJECTS, run_id, "ingest")  # last: it vouches
+        # for the rows above
     finally:
         for df in (parsed, reused, todo):
             df.unpersist()

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
+import inspect
 import json
+import pkgutil
 from dataclasses import asdict
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -24,19 +26,22 @@ from etl.io import delta
 from etl.schemas import INGEST_OBJECTS
 
 KIND_CONVERSATION, KIND_QUARANTINE, KIND_STATS = "conversation", "quarantine", "stats"
+REASON_UNREADABLE = "unreadable"  # the object could not be read (storage error): parse it again next run
+RETRY = "_retry"
 
 
 @functools.lru_cache(maxsize=1)
 def _code_digest() -> str:
-    """Digest of the source files that decide what an object becomes (readers, contract, PII, the parser)."""
-    import etl
+    """Digest of the source of the modules that decide what an object becomes (readers, contract, PII, parser).
 
-    root = Path(etl.__file__).parent
-    files = sorted((root / "readers").glob("*.py")) + [root / n for n in (
-        "contract.py", "pii.py", "pii_patterns.py", "stages/ingest.py")]
+    Read through the import system (not file paths), so it also works when `etl` runs from a zip (`--py-files`)."""
+    from etl import contract, pii, pii_patterns, readers
+    from etl.stages import ingest
+
+    modules = [importlib.import_module(f"etl.readers.{m.name}") for m in pkgutil.iter_modules(readers.__path__)]
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for module in sorted(modules, key=lambda m: m.__name__) + [readers, contract, pii, pii_patterns, ingest]:
+        digest.update(module.__name__.encode() + b"\0" + inspect.getsource(module).encode("utf-8"))
     return digest.hexdigest()[:16]
 
 
@@ -46,6 +51,11 @@ def ingest_key(cfg: Config) -> str:
                                    for f in cfg.raw_families()),
                 "ingest": asdict(cfg.ingest), "pii": asdict(cfg.pii), "code": _code_digest()}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def stored(ledger: DataFrame) -> DataFrame:
+    """The ledger rows to write: objects read whole (an unreadable object is parsed again next run)."""
+    return ledger.where(~F.col(RETRY)).drop(RETRY)
 
 
 def split_objects(spark: SparkSession, cfg: Config, objs: DataFrame, key: str) -> tuple[DataFrame, DataFrame]:
@@ -62,11 +72,14 @@ def kept_rows(table: DataFrame, reused: DataFrame) -> DataFrame:
 
 
 def new_ledger_rows(parsed: DataFrame, todo: DataFrame, key: str, run_id: str) -> DataFrame:
-    """One ledger row per parsed object: its reader's record count, rows written and PII findings by type."""
+    """One ledger row per parsed object: its reader's record count, rows written and PII findings by type, and
+    RETRY (not stored) for an object that could not be read: it counts in this run's reconciliation but is left
+    out of the stored ledger, so the next run reads it again instead of keeping its `unreadable` quarantine row."""
     per_obj = parsed.groupBy(F.col("source_uri").alias("key")).agg(
         F.sum(F.when(F.col("kind") == KIND_STATS, F.col("records_read")).otherwise(0)).alias("records_read"),
         F.sum((F.col("kind") == KIND_CONVERSATION).cast("long")).alias("conversations"),
-        F.sum((F.col("kind") == KIND_QUARANTINE).cast("long")).alias("quarantined"))
+        F.sum((F.col("kind") == KIND_QUARANTINE).cast("long")).alias("quarantined"),
+        F.max((F.col("reason") == REASON_UNREADABLE).cast("int")).alias("unreadable"))
     pii = (parsed.where(F.col("kind") == KIND_CONVERSATION)
            .select(F.col("source_uri").alias("key"),
                    F.explode(F.from_json("pii_json", "map<string,long>")).alias("pii_type", "n"))
@@ -82,7 +95,8 @@ def new_ledger_rows(parsed: DataFrame, todo: DataFrame, key: str, run_id: str) -
                       for c in ("records_read", "conversations", "quarantined")],
                     F.coalesce("pii_findings", empty).alias("pii_findings"),
                     F.coalesce("pii_conversations", empty).alias("pii_conversations"),
-                    F.lit(run_id).alias("ingest_run_id")))
+                    F.lit(run_id).alias("ingest_run_id"),
+                    F.coalesce(F.col("unreadable") == 1, F.lit(False)).alias(RETRY)))
 
 
 def pii_findings(ledger: DataFrame) -> DataFrame:
