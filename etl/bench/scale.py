@@ -191,10 +191,11 @@ class Generator:
         topic = self._topic()  # support_chat: short multi-turn ChatML sessions
         messages = [{"role": "system", "content": rng.choice(_SYSTEM)}]
         for turn in range(rng.randint(1, 4)):
-            first = 0 if turn else PROMPT_SENTENCES  # the first user turn is the prompt (see _turns_like)
-            messages.append({"role": "user", "content": self._sentences_to("es_user+" if first else "es_user",
-                                                                           rng.randint(40, 120), first or 2)
-                             if rng.random() < 0.5 else self._sentences_to("q", rng.randint(40, 300), first or 2)})
+            # the first user turn is the prompt: PROMPT_SENTENCES long ones (see _turns_like); later turns two
+            n_sentences, chat_stream = (2, "es_user") if turn else (PROMPT_SENTENCES, "es_user+")
+            user = (self._sentences_to(chat_stream, rng.randint(40, 120), n_sentences) if rng.random() < 0.5
+                    else self._sentences_to("q", rng.randint(40, 300), n_sentences))
+            messages.append({"role": "user", "content": user})
             messages.append({"role": "assistant", "content": self._sentences_to(f"a:{topic}", rng.randint(80, 900))})
         return {"messages": messages, "fields": {"topic": topic}}
 

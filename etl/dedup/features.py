@@ -10,8 +10,6 @@ a change to any of them misses the cache instead of reusing stale signatures.
 from __future__ import annotations
 
 import functools
-import hashlib
-import inspect
 from typing import Iterator
 
 import numpy as np
@@ -19,6 +17,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from etl.code_digest import source_digest
 from etl.config import Config, DedupConf
 from etl.io import delta
 from etl.schemas import TEXT_FEATURES, TEXT_FEATURES_SCHEMA
@@ -30,8 +29,7 @@ def _code_digest() -> str:
     from etl import contract
     from etl.dedup import minhash, udfs
 
-    source = "".join(inspect.getsource(m) for m in (contract, minhash)) + inspect.getsource(udfs.is_informative)
-    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:12]
+    return source_digest(contract, minhash, udfs.is_informative, length=12)
 
 
 def params_key(conf: DedupConf, bands: int, rows: int) -> str:

@@ -207,7 +207,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     vec_bands = vectors.mapInPandas(udfs.hyperplane_fn(conf.hyperplane_bits, conf.hyperplane_tables),
                                     udfs.HYPERPLANE_SCHEMA)
     mh_pairs, mh_big = minhash_candidates(features, conf.max_bucket_size)
-    sigs = features.select("text_hash", "signature").dropDuplicates(["text_hash"])
+    sigs = features.select("text_hash", "signature").dropDuplicates(["text_hash"]).persist()  # read twice below
     em_pairs, em_big, em_sizes = embedding_candidates(vec_bands, text_fields, vectors.join(sigs, "text_hash"), conf)
     em_pairs = em_pairs.persist()
     cands = mh_pairs.withColumn("source", F.lit(SOURCE_MINHASH)).persist()
@@ -224,7 +224,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     counts = {
         **embed_counts, **hash_counts,
         "bands": bands, "rows_per_band": rows,
-        "candidates_minhash": mh_pairs.count(), "candidates_embedding": em_pairs.count(),
+        "candidates_minhash": cands.count(), "candidates_embedding": em_pairs.count(),
         "embedding_pairs_compared": int(em_sizes.select(F.sum(F.col("size") * (F.col("size") - 1) / 2)).first()[0] or 0),
         "template_buckets_dropped": mh_big.count() + em_big.count(),
         "verified_text_pairs": verified.where("near").count(),
@@ -235,7 +235,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
            .agg(F.count("*").alias("n")).collect()},
         **cstats, "clusters_rows": w_clusters.rows,
     }
-    for df in (features, vectors, em_pairs, cands, verified, edges):
+    for df in (features, sigs, vectors, em_pairs, cands, verified, edges):
         df.unpersist()
     log.info("dedup: %s", counts)
     return counts

@@ -139,9 +139,9 @@ def quarantine_from_parsed(parsed: DataFrame, run_id: str) -> DataFrame:
         F.lit(run_id).alias("ingest_run_id"))
 
 
-def reconcile(ledger: DataFrame, conversations: DataFrame, quarantine: DataFrame) -> list[dict]:
+def reconcile(ledger_rows: DataFrame, conversations: DataFrame, quarantine: DataFrame) -> list[dict]:
     """Per family: records read (the readers' counts, from the ledger) vs conversations + quarantined (as written)."""
-    read = ledger.groupBy("family").agg(F.sum("records_read").alias("records_read"))
+    read = ledger_rows.groupBy("family").agg(F.sum("records_read").alias("records_read"))
     conv = conversations.groupBy("family").agg(F.count(F.lit(1)).alias("conversations"))
     quar = quarantine.groupBy("family").agg(F.count(F.lit(1)).alias("quarantined"))
     joined = (read.join(conv, "family", how="full").join(quar, "family", how="full").na.fill(0).orderBy("family"))
@@ -172,6 +172,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     n_objs, n_todo = objs.count(), todo.count()
     parsed = parse(spark, cfg, todo, n_todo).persist()
     raw_names = ", ".join(f"'{f.name}'" for f in cfg.raw_families()) or "''"
+    cached = [parsed, reused, todo]
     try:
         old_conv = delta.read_table(spark, cfg, CONVERSATIONS).where(f"family IN ({raw_names})")
         conv = conversations_from_parsed(parsed, run_id, cfg.pii.enabled).unionByName(
@@ -180,6 +181,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
             ledger.kept_rows(delta.read_table(spark, cfg, QUARANTINE), reused))
         all_objects = ledger.new_ledger_rows(parsed, todo, key, run_id).unionByName(
             reused.withColumn(ledger.RETRY, F.lit(False))).persist()
+        cached.append(all_objects)
         w_conv = delta.write_table(conv, cfg, CONVERSATIONS, run_id, "ingest",
                                    replace_where=f"family IN ({raw_names})")
         w_quar = delta.write_table(quar, cfg, QUARANTINE, run_id, "ingest")
@@ -193,7 +195,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
         delta.write_table(ledger.stored(all_objects), cfg, INGEST_OBJECTS, run_id, "ingest")  # last: it vouches
         # for the rows above
     finally:
-        for df in (parsed, reused, todo):
+        for df in cached:
             df.unpersist()
     log.info("ingest: %d objects parsed, %d unchanged reused", n_todo, n_objs - n_todo)
     log.info("ingest reconciliation (records read = conversations + quarantined):\n%s", format_reconciliation(recon))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-import inspect
 import json
 import pkgutil
 from dataclasses import asdict
@@ -21,6 +20,7 @@ from dataclasses import asdict
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from etl.code_digest import source_digest
 from etl.config import Config
 from etl.io import delta
 from etl.schemas import INGEST_OBJECTS
@@ -32,17 +32,12 @@ RETRY = "_retry"
 
 @functools.lru_cache(maxsize=1)
 def _code_digest() -> str:
-    """Digest of the source of the modules that decide what an object becomes (readers, contract, PII, parser).
-
-    Read through the import system (not file paths), so it also works when `etl` runs from a zip (`--py-files`)."""
+    """Digest of the source of the modules that decide what an object becomes (readers, contract, PII, parser)."""
     from etl import contract, pii, pii_patterns, readers
     from etl.stages import ingest
 
     modules = [importlib.import_module(f"etl.readers.{m.name}") for m in pkgutil.iter_modules(readers.__path__)]
-    digest = hashlib.sha256()
-    for module in sorted(modules, key=lambda m: m.__name__) + [readers, contract, pii, pii_patterns, ingest]:
-        digest.update(module.__name__.encode() + b"\0" + inspect.getsource(module).encode("utf-8"))
-    return digest.hexdigest()[:16]
+    return source_digest(*sorted(modules, key=lambda m: m.__name__), readers, contract, pii, pii_patterns, ingest)
 
 
 def ingest_key(cfg: Config) -> str:
