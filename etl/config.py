@@ -129,6 +129,9 @@ class GeneratorConf:
     native_families: tuple = ("hh_rlhf_harmless",)
     hard_negative_families: tuple = ("counsel_chat", "counsel_chat_legacy")
     hard_negative_neighbours: int = 5  # candidates kept per prompt before the split / answer checks
+    # Hard negatives per split at one rate per family: the lowest over splits with at least this many prompts
+    # (a small split finds fewer neighbours in band; uneven rates skew the release's split ratios). 0: no cap.
+    hard_negative_rate_min_prompts: int = 100
     degraded_families: tuple = ("counsel_chat", "counsel_chat_legacy", "sarcasm")
     safety_families: tuple = ("edge_case_synthetic", "sarcasm", "hh_rlhf_harmless")
     pair_max_jaccard: float = 0.7  # chosen vs rejected word-shingle Jaccard at or above this: near-identical, dropped

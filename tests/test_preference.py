@@ -146,6 +146,42 @@ def test_hard_negative_skips_prompts_without_embedding():
     assert pairs.empty and skips == {"no_embedding": 1}
 
 
+def test_split_rate_caps_hold_each_family_to_its_lowest_rate_over_large_splits():
+    """30k corpus: 54 % of train prompts found a hard negative, 16 % of val: train is cut to the val rate."""
+    pairs = {("cc", "train"): 540, ("cc", "val"): 8, ("cc", "test"): 9, ("leg", "train"): 50, ("leg", "val"): 0,
+             ("cc", "holdout"): 30}
+    prompts = {("cc", "train"): 1000, ("cc", "val"): 50, ("cc", "test"): 60, ("leg", "train"): 100,
+               ("leg", "val"): 5, ("cc", "holdout"): 40}
+    caps = pref.split_rate_caps(pairs, prompts, min_prompts=50)
+    # cc: rates train .54, val .16, test .15 -> .15 everywhere (holdout untouched); leg: only train is large enough
+    assert caps == {("cc", "train"): 150, ("cc", "val"): 8, ("cc", "test"): 9, ("leg", "train"): 50,
+                    ("leg", "val"): 0, ("cc", "holdout"): 30}
+    assert pref.split_rate_caps(pairs, prompts, min_prompts=0) == pairs
+    # a large split with no pair at all gives the family none: an uneven family is not released
+    assert pref.split_rate_caps({("x", "train"): 5}, {("x", "train"): 10, ("x", "val"): 10}, 10) == {("x", "train"): 0}
+
+
+def test_cap_split_rates_keeps_the_lowest_pair_ids_and_counts_the_cut(spark):
+    from etl.stages import preference_pairs as stage
+
+    def row(pid, split, strategy="hard_negative", family="cc"):
+        return {"pair_id": pid, "prompt": [], "chosen": [], "rejected": [], "strategy": strategy, "margin": None,
+                "chosen_score": None, "rejected_score": None, "source_conversation_ids": [], "family": family,
+                "split": split, "skip_reason": None, "skip_count": None}
+
+    built = [row(f"t{i:02d}", "train") for i in range(8)] + [row("v0", "val")] + [row("d0", "train", "degraded")]
+    rows = spark.createDataFrame(stage.strings_as_objects(pd.DataFrame(built), stage.PAIR_ROWS_SCHEMA),
+                                 stage.PAIR_ROWS_SCHEMA)
+    keyed = spark.createDataFrame([(f"c{i}", "cc", "train" if i < 10 else "val", f"p{i}", 1.0) for i in range(14)],
+                                  "conversation_id string, family string, split string, prompt_key string, "
+                                  "quality_score double")
+    out = stage.cap_split_rates(rows, keyed, ("cc",), min_prompts=4)  # rates: train 8/10, val 1/4 -> 0.25
+    assert sorted(r.pair_id for r in stage.only_pairs(out).collect()) == ["d0", "t00", "t01", "t02", "v0"]
+    assert {(r.strategy, r.skip_reason, r.n) for r in stage.skip_counts(out).collect()} == {
+        ("hard_negative", "split_rate_cap", 5)}
+    assert stage.cap_split_rates(rows, keyed, ("cc",), min_prompts=0) is rows
+
+
 # ---------------------------------------------------------------- degraded
 
 def templates_with(degraded: list, slots: dict | None = None, safety: dict | None = None):

@@ -209,6 +209,31 @@ def hard_negative_pairs(df: pd.DataFrame, neighbours: pd.DataFrame, seed: int = 
     return to_frame(pairs), skips
 
 
+def split_rate_caps(pairs: dict[tuple[str, str], int], prompts: dict[tuple[str, str], int], min_prompts: int,
+                    splits: tuple = ("train", "val", "test")) -> dict[tuple[str, str], int]:
+    """{(family, split): pairs kept} so that every split of a family gets hard negatives at the same rate.
+
+    Neighbours are searched within a split, so a 5 % split finds far fewer prompts in the cosine band than a 90 %
+    one (30k corpus: 54 % of train prompts got a pair, 16 % of val): the pair family's split ratio drifts, and
+    since a pair's rejected answer leaves SFT, so does the source family's. Each family is held to its lowest
+    rate over the `splits` with at least `min_prompts` prompts; a family with none of those is not capped, and
+    splits outside `splits` (holdout) are left as they are; `min_prompts` <= 0 turns the cap off."""
+    if min_prompts <= 0:
+        return dict(pairs)
+    rates: dict[str, float] = {}
+    for (family, split), n in prompts.items():
+        if split in splits and n >= min_prompts:
+            rate = pairs.get((family, split), 0) / n
+            rates[family] = min(rates.get(family, rate), rate)
+    caps = {}
+    for (family, split), n in pairs.items():
+        if family in rates and split in splits:
+            caps[(family, split)] = min(n, int(math.floor(rates[family] * prompts.get((family, split), 0) + 0.5)))
+        else:
+            caps[(family, split)] = n
+    return caps
+
+
 def truncate_answer(text: str, rng) -> str | None:
     """The first 30-45% of the words, cut mid-sentence; None when the answer is too short to truncate."""
     words = text.split()

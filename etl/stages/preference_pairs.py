@@ -202,6 +202,33 @@ def hard_negative_rows(keyed: DataFrame, embeddings: DataFrame, families: tuple,
     return rows.groupBy("split").applyInPandas(fn, PAIR_ROWS_SCHEMA)
 
 
+def cap_split_rates(rows: DataFrame, keyed: DataFrame, families: tuple, min_prompts: int) -> DataFrame:
+    """Hard-negative pairs cut to one rate per family across splits (pref.split_rate_caps), lowest pair ids kept;
+    the cut pairs are counted as skip `split_rate_cap`. `rows` should be cached: it is counted, then filtered."""
+    hard = (F.col("strategy") == pref.HARD_NEGATIVE) & F.col("skip_reason").isNull()
+    pairs = {(r["family"], r["split"]): int(r["n"]) for r in
+             rows.where(hard).groupBy("family", "split").agg(F.count(F.lit(1)).alias("n")).collect()}
+    prompts = {(r["family"], r["split"]): int(r["n"]) for r in
+               best_answer_per_prompt(keyed.where(F.col("family").isin(list(families)) & F.col("split").isNotNull()))
+               .groupBy("family", "split").agg(F.count(F.lit(1)).alias("n")).collect()}
+    caps = pref.split_rate_caps(pairs, prompts, min_prompts)
+    cut = sum(pairs.values()) - sum(caps.values())
+    if not cut:
+        return rows
+    log.info("hard negatives: %d of %d pairs cut to equal rates per split (kept %s)", cut, sum(pairs.values()),
+             {f"{f}/{s}": n for (f, s), n in sorted(caps.items())})
+    from pyspark.sql import Window
+
+    cap = rows.sparkSession.createDataFrame([(f, s, n) for (f, s), n in caps.items()],
+                                            "family string, split string, _cap long")
+    rank = F.row_number().over(Window.partitionBy("family", "split").orderBy("pair_id"))
+    kept = (rows.where(hard).join(F.broadcast(cap), ["family", "split"], "left").withColumn("_rank", rank)
+            .where(F.col("_rank") <= F.col("_cap")).select(*[f.name for f in PAIR_ROWS_SCHEMA.fields]))
+    mark = pair_rows(pref.HARD_NEGATIVE, pd.DataFrame(columns=PAIR_COLUMNS), Counter(split_rate_cap=cut))
+    return (rows.where(~hard).unionByName(kept)
+            .unionByName(rows.sparkSession.createDataFrame(mark, PAIR_ROWS_SCHEMA)))
+
+
 def only_pairs(rows: DataFrame) -> DataFrame:
     """The pairs of the strategy outputs, in PREFERENCE_PAIRS_SCHEMA."""
     return rows.where(F.col("skip_reason").isNull()).select(*PAIR_COLUMNS)
@@ -282,7 +309,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     splits, clusters = delta.read_table(spark, cfg, SPLITS), delta.read_table(spark, cfg, DUP_CLUSTERS)
     inputs = pair_inputs(conversations, splits, clusters)
     keyed = with_prompt_keys(inputs).persist()
-    rows = build_pair_rows(keyed, _embeddings(spark, cfg), templates, cfg).persist()
+    built = build_pair_rows(keyed, _embeddings(spark, cfg), templates, cfg).persist()
+    rows = cap_split_rates(built, keyed, gen.hard_negative_families, gen.hard_negative_rate_min_prompts).persist()
     try:
         pairs = only_pairs(rows)
         flags = hygiene_flags(pairs, conversations, gen.pair_max_jaccard, cfg.dedup.shingle_size,
@@ -297,6 +325,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
         flags.unpersist()
     finally:
         rows.unpersist()
+        built.unpersist()
         keyed.unpersist()
     sft_hit = set(kept_checks.loc[kept_checks["rejected_in_sft_any"], "rejected_hash"])
     figures = hygiene.hygiene_figures(kept_checks, gen.pair_max_jaccard, sft_hit, gen.rejected_sft_exempt)
