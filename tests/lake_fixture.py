@@ -19,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CONF = str(REPO / "conf" / "sample.yaml")
 SAMPLE_DATABASE = "sample_lake"
+SAMPLE_RUN_ID = "sample-lake-test"
 # Cheaper than the demo, same code paths; the cluster test passes the same overrides to spark-submit.
 SAMPLE_OVERRIDES = (
     "generators.volumes={edge_case_synthetic: 40, sarcasm: 30, roleplay_simulator: 20}",
@@ -68,7 +69,7 @@ def build_sample_lake(spark, root: Path) -> SampleLake:
             continue
         start = time.monotonic()
         try:
-            lake.counts[name] = run_stage(spark, cfg, name, "sample-lake-test")
+            lake.counts[name] = run_stage(spark, cfg, name, SAMPLE_RUN_ID)
         except GateFailure as exc:
             lake.gate_failure = str(exc)
         except Exception as exc:  # re-raised with the stage named
