@@ -172,7 +172,8 @@ def classify_edges(pairs: DataFrame, features: DataFrame, vectors: DataFrame, co
                     F.col("jaccard").cast("double"), F.col("cosine").cast("double"), "source", "field"))
 
 
-def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: str) -> tuple[DataFrame, dict]:
+def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: str, stage: str = "dedup"
+                  ) -> tuple[DataFrame, dict]:
     """Vectors for every distinct text, embedding only texts the cache does not hold yet."""
     conf = cfg.dedup.embeddings
     key = model_key(conf)
@@ -182,7 +183,7 @@ def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: st
     if n_missing:
         todo, threads = udfs.embedding_tasks(spark, missing, n_missing, conf.batch_size)
         new = todo.mapInPandas(udfs.embed_fn(conf, key, threads), udfs.EMBED_OUT_SCHEMA)
-        delta.merge_new_rows(new, cfg, EMBEDDINGS, ("text_hash", "model"), run_id, "dedup")
+        delta.merge_new_rows(new, cfg, EMBEDDINGS, ("text_hash", "model"), run_id, stage)
     vectors = (delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key)
                .join(texts.select("text_hash"), "text_hash", how="left_semi").select("text_hash", "vector"))
     n_texts = texts.count()

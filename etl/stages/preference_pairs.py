@@ -190,6 +190,22 @@ def best_answer_per_prompt(keyed: DataFrame) -> DataFrame:
         .where(F.col("_rank") == 1).drop("_rank")
 
 
+def cache_prompt_vectors(spark: SparkSession, cfg: Config, keyed: DataFrame, run_id: str) -> dict:
+    """Embed the hard-negative prompts the embeddings cache lacks (dedup skips uninformative texts) and store them,
+    so a rerun needs no model here. Without a model the prompts stay missing; the per-split step counts them."""
+    from etl.stages.dedup import embed_missing
+
+    prompts = (keyed.where(F.col("family").isin(list(cfg.generators.hard_negative_families))
+                           & F.col("first_user_hash").isNotNull())
+               .select(F.col("first_user_hash").alias("text_hash"), F.col("first_user_text").alias("text"))
+               .dropDuplicates(["text_hash"]))
+    try:
+        return embed_missing(spark, cfg, prompts, run_id, STAGE)[1]
+    except Exception as exc:  # noqa: BLE001 - no model: hard negatives skip those prompts and say why
+        log.warning("hard negatives: prompts missing from the embeddings cache not embedded (%s)", exc)
+        return {"texts_embedded": 0, "embedding_error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
 def hard_negative_rows(keyed: DataFrame, embeddings: DataFrame, families: tuple, cfg: Config) -> DataFrame:
     """Prompts joined to their cached first-user-turn vectors, one applyInPandas group per split."""
     gen = cfg.generators
@@ -309,6 +325,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     splits, clusters = delta.read_table(spark, cfg, SPLITS), delta.read_table(spark, cfg, DUP_CLUSTERS)
     inputs = pair_inputs(conversations, splits, clusters)
     keyed = with_prompt_keys(inputs).persist()
+    prompt_vectors = cache_prompt_vectors(spark, cfg, keyed, run_id)
     built = build_pair_rows(keyed, _embeddings(spark, cfg), templates, cfg).persist()
     rows = cap_split_rates(built, keyed, gen.hard_negative_families, gen.hard_negative_rate_min_prompts).persist()
     try:
@@ -336,4 +353,5 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     log.info("preference_pairs: %d pairs; by strategy/split %s; skipped %s; dropped %s; hygiene %s",
              written.rows, by_strategy_split, skips, dropped, figures)
     return {"pairs": written.rows, "changed": written.changed, "by_strategy_split": by_strategy_split,
+            "prompts_embedded": prompt_vectors.get("texts_embedded", 0),
             "skipped": skips, "dropped": dropped, "hygiene": figures}
