@@ -9,7 +9,8 @@ text (contract.canonical_text: NFC, HTML removed, whitespace collapsed)
   (a) is shorter than `splits.min_informative_chars` characters (default 24), or
   (b) consists only of words from TRIVIAL_WORDS (greetings, thanks, sign-offs and pleasantries such as
       "hi", "hello there", "thanks", "thank you so much", "ok bye", "how are you doing today?",
-      "is there anything else I can help you with today?"), after case folding, treating every character
+      "is there anything else I can help you with today?", a counsellor's "Hi, I'm here to listen. What brings you
+      here today?"), after case folding, treating every character
       that is not a letter or digit as a separator and dropping apostrophes ("I'm" -> "im").
 Such turns carry no information about the conversation, so sharing one ("hi", a stock sign-off) is not evidence
 that two conversations are related; without the rule a single "hi" would glue a whole family into one group.
@@ -61,7 +62,8 @@ TRIVIAL_WORDS = frozenset("""
     bye goodbye byebye cya see later soon take care talk to ttyl have meet
     you u ya im i am me my we are is do doing how hows going whats what up about yourself too and
     can could may help with anything else today the youre welcome glad pleasure
-    """.split())
+    coming reaching out here listen listening brings bring been on mind would like want things chat
+    """.split())  # the last line: stock counsellor openers ("Hi, thanks for reaching out. What's been on your mind?")
 
 _WORD = re.compile(r"[^\W_]+")
 

@@ -46,14 +46,28 @@ def read_splits(spark, cfg) -> dict[str, tuple[str, str, str]]:
 
 
 @pytest.mark.parametrize("text", ["hi", "Hello there!", "Thank you so much!!", "ok bye", "Thanks, you too. Bye!",
-                                  "Is there anything else I can help you with today?", "How are you doing today?"])
+                                  "Is there anything else I can help you with today?", "How are you doing today?",
+                                  # stock counsellor openers (the roleplay family's first user turns: sharing one
+                                  # chained all 100 roleplay rows, then 4.5k esconv rows, into one split group at 100k)
+                                  "Hi there. How are you doing today?", "Hey, thanks for coming to talk. How are things?",
+                                  "Hi, thanks for reaching out. What's been on your mind today?",
+                                  "Hello, I'm glad you're here. What would you like to talk about?",
+                                  "Hi, I'm here to listen. What brings you here today?"])
 def test_greetings_thanks_and_sign_offs_are_trivial(text):
+    from etl.dedup.minhash import normalize_for_shingles
+    from etl.dedup.udfs import is_informative
+
     assert is_trivial(contract.canonical_text(text), 24)
+    assert not is_informative(normalize_for_shingles(text), 24)  # dedup links rows by the same rule
 
 
 @pytest.mark.parametrize("text", [Q1, "I feel sad since my husband left", "Why would you want to do that?"])
 def test_informative_turns_are_not_trivial(text):
+    from etl.dedup.minhash import normalize_for_shingles
+    from etl.dedup.udfs import is_informative
+
     assert not is_trivial(contract.canonical_text(text), 24)
+    assert is_informative(normalize_for_shingles(text), 24)
 
 
 def test_ratio_hashing_gives_90_5_5_on_20k_group_keys():

@@ -26,10 +26,10 @@ from etl.schemas import TEXT_FEATURES, TEXT_FEATURES_SCHEMA
 @functools.lru_cache(maxsize=1)
 def _code_digest() -> str:
     """Digest of the modules whose code decides a feature value (see the module docstring)."""
-    from etl import contract
+    from etl import contract, leakage
     from etl.dedup import minhash, udfs
 
-    return source_digest(contract, minhash, udfs.is_informative, length=12)
+    return source_digest(contract, minhash, udfs.is_informative, leakage, length=12)
 
 
 def params_key(conf: DedupConf, bands: int, rows: int) -> str:

@@ -29,16 +29,12 @@ HYPERPLANE_SCHEMA = StructType([
     StructField("bands", ArrayType(LongType(), False), False),
 ])
 
-TRIVIAL_TEXTS = frozenset({
-    "hi", "hello", "hey", "hi there", "hello there", "hey there", "thanks", "thank you", "thank you so much",
-    "thanks a lot", "ok", "okay", "bye", "goodbye", "good bye", "yes", "no", "sure", "you're welcome",
-    "you are welcome", "take care", "have a nice day", "have a good day", "how are you", "i am fine",
-})
-
-
 def is_informative(normalized: str, min_chars: int) -> bool:
-    """A text links rows only if it carries information: long enough and not a stock greeting or sign-off."""
-    return len(normalized) >= min_chars and normalized not in TRIVIAL_TEXTS
+    """A text links rows only if it carries information: the splits stage's rule (etl.leakage.is_trivial), so
+    dedup's related edges, the split groups built from them and the leakage checks agree on what is trivial."""
+    from etl.leakage import is_trivial
+
+    return not is_trivial(normalized, min_chars)
 
 
 def torch_threads_per_task(spark, tasks: int) -> int:
