@@ -123,6 +123,42 @@ def test_novel_conversations_past_the_real_pool_are_not_copies_of_each_other(poo
         assert len(near) <= len(novel) // 500, (role, len(near), [texts[k][:80] for k in near[0]] if near else None)
 
 
+@needs_corpus
+def test_novel_sessions_share_no_supporter_turn_that_would_chain_split_groups(pool):
+    """The splits stage links rows sharing an informative assistant turn (or first user turn). One-sentence
+    supporter turns taken whole from the sentence stream recurred across sessions: at 20k base rows the multi-turn
+    families formed a 421-row linked component (2,487 at 100k, whose windows failed the 100k distribution gate)."""
+    from etl.bench.scale import KIND_EXACT, KIND_NEAR, Generator
+    from etl.leakage import informative_hash
+
+    gen = Generator(pool, seed=0)
+    parent: dict = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    rows = []
+    for i in range(20000):
+        conv = gen.draw(i)
+        if conv["family"] not in ("esconv_failed", "support_chat") or conv["kind"] in (KIND_EXACT, KIND_NEAR):
+            continue  # planted copies are meant to link
+        rows.append(i)
+        messages = conv["messages"]
+        first = next((m["content"] for m in messages if m["role"] == "user"), "")
+        keys = {("p", informative_hash(first, 24))} | {
+            ("a", informative_hash(m["content"], 24)) for m in messages if m["role"] == "assistant"}
+        for key in keys:
+            if key[1] is not None:
+                parent[find(i)] = find(key)
+    sizes: dict = {}
+    for i in rows:
+        sizes[find(i)] = sizes.get(find(i), 0) + 1
+    assert len(rows) > 3000 and max(sizes.values()) <= 10, max(sizes.values())
+
+
 def test_positive_pairs_match_title_and_therapist_name_before_the_comma():
     new = [QaRow("n1", "counsel_chat", "Can I stop worrying?", "Sherry Katz, LCSWCouples and Family Therapist, LCSW", "A"),
            QaRow("n2", "counsel_chat", "Can I stop worrying?", "Lee KingI use an integrative approach", "B"),

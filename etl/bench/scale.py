@@ -183,8 +183,11 @@ class Generator:
         if family == "esconv_failed":
             shape = pool.esconv[rng.randrange(len(pool.esconv))]
             roles = ["user" if t.get("speaker") in ("speaker", "seeker", "usr") else "assistant" for t in shape["dialog"]]
+            # supporter turns of two sentences at least: one-sentence turns came whole from the stream, so at 100k
+            # a real supporter line recurred as the entire turn in up to 14 sessions, and the splits stage's shared-
+            # answer key chained 2,487 sessions (4,567 rows with windows and copies) into one split group
             messages = self._turns_like("es", [{"role": r, "content": str(t.get("content", ""))}
-                                               for r, t in zip(roles, shape["dialog"])])
+                                               for r, t in zip(roles, shape["dialog"])], answer_sentences=2)
             fields = {k: shape.get(k) for k in ("emotion_type", "problem_type", "situation", "experience_type",
                                                 "survey_score")}
             return {"messages": messages, "fields": fields}
