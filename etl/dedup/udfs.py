@@ -18,6 +18,7 @@ from pyspark.sql.types import (
 )
 
 from etl.config import EmbeddingConf
+from etl.leakage import is_trivial
 
 EMBED_OUT_SCHEMA = StructType([
     StructField("text_hash", StringType(), False),
@@ -32,8 +33,6 @@ HYPERPLANE_SCHEMA = StructType([
 def is_informative(normalized: str, min_chars: int) -> bool:
     """A text links rows only if it carries information: the splits stage's rule (etl.leakage.is_trivial), so
     dedup's related edges, the split groups built from them and the leakage checks agree on what is trivial."""
-    from etl.leakage import is_trivial
-
     return not is_trivial(normalized, min_chars)
 
 

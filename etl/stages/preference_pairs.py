@@ -156,23 +156,10 @@ def safety_rows(inputs: DataFrame, families: tuple, templates, seed: int) -> Dat
     return inputs.where(F.col("family").isin(list(families))).mapInPandas(fn, PAIR_ROWS_SCHEMA)
 
 
-def hard_negative_fn(min_cos: float, max_cos: float, k: int, seed: int, embedding_conf) -> Callable:
-    """Per split: embed prompts missing from the cache (if a model is available), find neighbours, pair."""
+def hard_negative_fn(min_cos: float, max_cos: float, k: int, seed: int, model_failed: bool) -> Callable:
+    """Per split: find neighbours among the prompts' cached vectors (cache_prompt_vectors filled the gaps), pair.
+    `model_failed`: the stage could not embed the missing prompts, so those skips say so."""
     def apply(group: pd.DataFrame) -> pd.DataFrame:
-        group = group.copy()
-        missing = group["vector"].map(lambda v: v is None or len(v) == 0)
-        model_failed = False
-        if missing.any() and embedding_conf is not None:
-            try:
-                from etl.dedup.embedder import embed_texts
-
-                vectors = embed_texts(group.loc[missing, "first_user_text"].fillna("").tolist(), embedding_conf)
-                group["vector"] = group["vector"].astype(object)
-                for idx, vec in zip(group.index[missing], vectors):
-                    group.at[idx, "vector"] = vec
-            except Exception as exc:  # noqa: BLE001 - no model here: those prompts are skipped and counted
-                model_failed = True
-                log.warning("hard negatives: embedding model unavailable (%s); %d prompts skipped", exc, missing.sum())
         neighbours = pref.nearest_neighbours(group.rename(columns={"prompt_key": "prompt_hash"}), min_cos, max_cos, k)
         pairs, skips = pref.hard_negative_pairs(group, neighbours, seed)
         if model_failed:  # every prompt still without a vector is one the cache missed and no model could embed
@@ -206,15 +193,20 @@ def cache_prompt_vectors(spark: SparkSession, cfg: Config, keyed: DataFrame, run
         return {"texts_embedded": 0, "embedding_error": f"{type(exc).__name__}: {exc}"[:300]}
 
 
-def hard_negative_rows(keyed: DataFrame, embeddings: DataFrame, families: tuple, cfg: Config) -> DataFrame:
+def hard_negative_prompts(keyed: DataFrame, families: tuple) -> DataFrame:
+    """The rows hard negatives are built from: the best answer per prompt of the configured families."""
+    return best_answer_per_prompt(keyed.where(F.col("family").isin(list(families))))
+
+
+def hard_negative_rows(keyed: DataFrame, embeddings: DataFrame, families: tuple, cfg: Config,
+                       model_failed: bool = False) -> DataFrame:
     """Prompts joined to their cached first-user-turn vectors, one applyInPandas group per split."""
     gen = cfg.generators
-    prompts = best_answer_per_prompt(keyed.where(F.col("family").isin(list(families))))
     vectors = (embeddings.select(F.col("text_hash").alias("first_user_hash"), "vector")
                .dropDuplicates(["first_user_hash"]))
-    rows = prompts.join(vectors, on="first_user_hash", how="left")
+    rows = hard_negative_prompts(keyed, families).join(vectors, on="first_user_hash", how="left")
     fn = hard_negative_fn(gen.hard_negative_min_cosine, gen.hard_negative_max_cosine, gen.hard_negative_neighbours,
-                          gen.seed, cfg.dedup.embeddings)
+                          gen.seed, model_failed)
     return rows.groupBy("split").applyInPandas(fn, PAIR_ROWS_SCHEMA)
 
 
@@ -225,7 +217,7 @@ def cap_split_rates(rows: DataFrame, keyed: DataFrame, families: tuple, min_prom
     pairs = {(r["family"], r["split"]): int(r["n"]) for r in
              rows.where(hard).groupBy("family", "split").agg(F.count(F.lit(1)).alias("n")).collect()}
     prompts = {(r["family"], r["split"]): int(r["n"]) for r in
-               best_answer_per_prompt(keyed.where(F.col("family").isin(list(families)) & F.col("split").isNotNull()))
+               hard_negative_prompts(keyed, families).where(F.col("split").isNotNull())
                .groupBy("family", "split").agg(F.count(F.lit(1)).alias("n")).collect()}
     caps = pref.split_rate_caps(pairs, prompts, min_prompts)
     cut = sum(pairs.values()) - sum(caps.values())
@@ -290,13 +282,14 @@ def hygiene_flags(pairs: DataFrame, conversations: DataFrame, max_jaccard: float
                           F.coalesce(F.col("in_sft"), F.lit(False)).alias("rejected_in_sft_any"))
 
 
-def build_pair_rows(keyed: DataFrame, embeddings: DataFrame, templates, cfg: Config) -> DataFrame:
+def build_pair_rows(keyed: DataFrame, embeddings: DataFrame, templates, cfg: Config, model_failed: bool = False
+                    ) -> DataFrame:
     """All five strategies' outputs (pairs and skip marks) in PAIR_ROWS_SCHEMA."""
     gen = cfg.generators
     parts = [
         ranked_rows(keyed, gen.ranked_families, gen.ranked_min_margin, gen.seed, gen.ranked_pairs_per_prompt),
         native_rows(keyed, gen.native_families, gen.seed),
-        hard_negative_rows(keyed, embeddings, gen.hard_negative_families, cfg),
+        hard_negative_rows(keyed, embeddings, gen.hard_negative_families, cfg, model_failed),
         degraded_rows(keyed, gen.degraded_families, templates, gen.seed, gen.degraded_per_prompt),
         safety_rows(keyed, gen.safety_families, templates, gen.seed),
     ]
@@ -326,7 +319,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     inputs = pair_inputs(conversations, splits, clusters)
     keyed = with_prompt_keys(inputs).persist()
     prompt_vectors = cache_prompt_vectors(spark, cfg, keyed, run_id)
-    built = build_pair_rows(keyed, _embeddings(spark, cfg), templates, cfg).persist()
+    built = build_pair_rows(keyed, _embeddings(spark, cfg), templates, cfg,
+                            model_failed="embedding_error" in prompt_vectors).persist()
     rows = cap_split_rates(built, keyed, gen.hard_negative_families, gen.hard_negative_rate_min_prompts).persist()
     try:
         pairs = only_pairs(rows)
