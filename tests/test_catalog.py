@@ -201,3 +201,12 @@ def test_every_table_the_pipeline_wrote_shows_its_column_comments(spark, sample_
     cfg = load_config(sample_lake.conf, [*sample_lake.path_overrides(), f"database={sample_lake.database}"])
     assert catalog.registered_tables(spark, cfg.database) >= {"conversations", "splits", "dup_clusters", "embeddings"}
     assert catalog.missing_comments(spark, cfg) == {}
+
+
+def test_verify_counts_say_where_its_time_went(sample_lake):
+    """The verify stage's counts (the bench report's per-stage figures) time every gate."""
+    from etl.gates import GATES
+
+    assert sample_lake.gate_failure is None
+    seconds = sample_lake.counts["verify"]["gate_seconds"]
+    assert list(seconds) == list(GATES) and all(s >= 0 for s in seconds.values())
