@@ -99,8 +99,12 @@ def local_conf(app_name: str = "etl", shuffle_partitions: int = 8) -> dict[str, 
     }
 
 
-def get_spark(app_name: str = "etl", shuffle_partitions: int = 8):
-    """Return the active session if there is one, else build a local session with Delta configured."""
+def get_spark(app_name: str = "etl", shuffle_partitions: int | None = None):
+    """Return the active session if there is one, else build a local session with Delta configured.
+
+    Local shuffle partitions: the argument, else `ETL_SHUFFLE_PARTITIONS`, else 8 (tiny inputs such as the sample
+    or the tests run faster with 2).
+    """
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -112,6 +116,8 @@ def get_spark(app_name: str = "etl", shuffle_partitions: int = 8):
         # spark-submit already configured master, jars and Delta for the chosen platform.
         return SparkSession.builder.appName(app_name).getOrCreate()
     builder = SparkSession.builder
+    if shuffle_partitions is None:
+        shuffle_partitions = int(os.environ.get("ETL_SHUFFLE_PARTITIONS", "8"))
     for key, value in local_conf(app_name, shuffle_partitions).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

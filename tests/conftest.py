@@ -12,6 +12,7 @@ SHARED_RAW = (REPO / ".." / "shared" / "data" / "raw").resolve()
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("ETL_SHUFFLE_PARTITIONS", "2")  # also for the `python -m etl` runs the tests start
 
 
 @pytest.fixture(scope="session")
