@@ -73,7 +73,10 @@ def delta_jars() -> list[str]:
     return paths
 
 
-def local_conf(app_name: str = "etl", shuffle_partitions: int = 8) -> dict[str, str]:
+DEFAULT_SHUFFLE_PARTITIONS = 8
+
+
+def local_conf(app_name: str = "etl", shuffle_partitions: int = DEFAULT_SHUFFLE_PARTITIONS) -> dict[str, str]:
     """Session settings for a local run with Delta; small shuffles and no UI, as Delta's own tests do."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -117,7 +120,7 @@ def get_spark(app_name: str = "etl", shuffle_partitions: int | None = None):
         return SparkSession.builder.appName(app_name).getOrCreate()
     builder = SparkSession.builder
     if shuffle_partitions is None:
-        shuffle_partitions = int(os.environ.get("ETL_SHUFFLE_PARTITIONS", "8"))
+        shuffle_partitions = int(os.environ.get("ETL_SHUFFLE_PARTITIONS", DEFAULT_SHUFFLE_PARTITIONS))
     for key, value in local_conf(app_name, shuffle_partitions).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
