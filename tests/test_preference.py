@@ -71,6 +71,17 @@ def test_ranked_pairs_never_compare_answers_to_different_questions_sharing_an_id
     assert skips == {"single_answer": 1}
 
 
+def test_ranked_pairs_rank_each_question_and_family_apart_in_one_call():
+    rows = [conv(f"{fam}{qid}{i}", "Same words?", f"{fam} {qid} answer {i}", family=fam, score=s,
+                 metadata={"question_id": qid}) for fam in ("counsel_chat", "legacy") for qid in ("Q1", "Q2")
+            for i, s in enumerate((4.0, 0.0))]
+    frame = pd.DataFrame(rows).assign(question_id=lambda d: [m["question_id"] for m in d["metadata"]])
+    pairs, skips = pref.ranked_pairs(frame, min_margin=1.0)
+    assert sorted(zip(texts(pairs, "chosen"), texts(pairs, "rejected"))) == [
+        (f"{fam} {qid} answer 0", f"{fam} {qid} answer 1") for fam in ("counsel_chat", "legacy") for qid in ("Q1", "Q2")]
+    assert skips == {}
+
+
 # ---------------------------------------------------------------- native
 
 def test_native_pairs_use_shared_prefix_and_diverging_turns():
@@ -138,6 +149,13 @@ def test_nearest_neighbours_in_blocks_equal_the_whole_matrix_ties_and_blocking_i
         assert (key.loc[whole["conversation_id"], col].to_numpy() != key.loc[whole["neighbour_id"], col].to_numpy()).all()
     ordered = whole.groupby("conversation_id", sort=False)["cosine"].apply(lambda c: list(c) == sorted(c, reverse=True))
     assert ordered.all() and whole.groupby("conversation_id").size().max() == 3
+
+
+def test_neighbour_lists_put_the_most_similar_first_and_break_ties_by_id():
+    neighbours = pd.DataFrame({"conversation_id": ["b", "a", "a", "a", "b"], "neighbour_id": ["x", "z", "y", "w", "y"],
+                               "cosine": [0.7, 0.8, 0.8, 0.9, 0.75]})
+    assert pref.neighbour_lists(neighbours) == {"a": ["w", "y", "z"], "b": ["y", "x"]}
+    assert pref.neighbour_lists(neighbours.iloc[:0]) == {}
 
 
 def test_hard_negative_skips_prompts_without_embedding():

@@ -70,26 +70,17 @@ def pair_rows(strategy: str, pairs: pd.DataFrame, skips) -> pd.DataFrame:
                               PAIR_ROWS_SCHEMA)
 
 
-def bucketed(rows: DataFrame, keys: list[str], strategy: str, fn: Callable, split_groups: bool) -> DataFrame:
+def bucketed(rows: DataFrame, keys: list[str], strategy: str, fn: Callable) -> DataFrame:
     """groupBy(keys).applyInPandas(fn) with one Python call per hash bucket of the keys instead of per group.
 
-    A Spark group costs an Arrow batch and a pandas frame (about 5 ms: 10k prompts spent 70 s there); a bucket
-    holds many groups. `split_groups`: fn takes one group, so the bucket is split by the keys in pandas; otherwise
-    fn groups by itself (degraded_pairs groups by prompt_key) and gets the whole bucket.
+    A Spark group costs an Arrow batch and a pandas frame (about 5 ms: 10k prompts spent 70 s there), and so does
+    a pandas group inside a bucket (2 ms: 32k questions spent 21 s): a bucket holds many groups and fn groups the
+    rows by the keys itself (ranked_pairs by family, question_id and prompt; degraded_pairs by prompt_key).
     """
     buckets = int(rows.sparkSession.conf.get("spark.sql.shuffle.partitions", "8"))
 
     def apply(bucket: pd.DataFrame) -> pd.DataFrame:
-        bucket = bucket.drop(columns=["_bucket"])
-        if not split_groups:
-            return pair_rows(strategy, *fn(bucket))
-        frames, skips = [], Counter()
-        for _, group in bucket.groupby(keys, sort=True, dropna=False):
-            pairs, group_skips = fn(group.reset_index(drop=True))
-            frames.append(pairs)
-            skips.update(group_skips)
-        pairs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PAIR_COLUMNS)
-        return pair_rows(strategy, pairs, skips)
+        return pair_rows(strategy, *fn(bucket.drop(columns=["_bucket"])))
 
     return (rows.withColumn("_bucket", F.pmod(F.xxhash64(*keys), F.lit(buckets)))
             .groupBy("_bucket").applyInPandas(apply, PAIR_ROWS_SCHEMA))
@@ -134,8 +125,8 @@ def ranked_rows(inputs: DataFrame, families: tuple, min_margin: float, seed: int
     """Ranked human answers, one applyInPandas group per (family, question id, prompt)."""
     rows = inputs.where(F.col("family").isin(list(families))).withColumn(
         "question_id", F.coalesce(F.col("metadata").getItem("question_id"), F.col("conversation_id")))
-    return bucketed(rows, ["family", "question_id", "prompt_key"], pref.RANKED,
-                    lambda g: pref.ranked_pairs(g, min_margin, seed, per_prompt), split_groups=True)
+    return bucketed(rows, [*pref.RANKED_GROUP_COLUMNS, "prompt_key"], pref.RANKED,
+                    lambda b: pref.ranked_pairs(b, min_margin, seed, per_prompt))
 
 
 def native_rows(inputs: DataFrame, families: tuple, seed: int) -> DataFrame:
@@ -147,7 +138,7 @@ def native_rows(inputs: DataFrame, families: tuple, seed: int) -> DataFrame:
 def degraded_rows(keyed: DataFrame, families: tuple, templates, seed: int, per_prompt: int) -> DataFrame:
     """One group per prompt: its best answer against degraded versions."""
     return bucketed(keyed.where(F.col("family").isin(list(families))), ["prompt_key"], pref.DEGRADED,
-                    lambda b: pref.degraded_pairs(b, templates, seed, per_prompt), split_groups=False)
+                    lambda b: pref.degraded_pairs(b, templates, seed, per_prompt))
 
 
 def safety_rows(inputs: DataFrame, families: tuple, templates, seed: int) -> DataFrame:
