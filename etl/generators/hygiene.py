@@ -31,15 +31,38 @@ CHECK_COLUMNS = ["pair_id", "strategy", "split", "prompt_hash", "chosen_hash", "
 def pair_jaccard(chosen: str, rejected: str, shingle_size: int = 5) -> float:
     """Exact Jaccard of the word shingles of the two texts; short texts (< 2 shingles' worth of words) use words,
     so 'I can't help.' and 'I can't help you.' count as near-identical. Each text is normalised once."""
+    return float(pair_jaccards([chosen], [rejected], shingle_size)[0])
+
+
+def pair_jaccards(chosen: list[str], rejected: list[str], shingle_size: int = 5) -> np.ndarray:
+    """`pair_jaccard` for many pairs at once: one shingling call per shingle size and one sort for all
+    intersections (a call per pair cost 350 us: 22 s for the 88k pairs of a 100k corpus)."""
+    n = len(chosen)
+    out = np.ones(n, dtype=np.float64)
     if shingle_hashes_many is None:  # pragma: no cover - only when the dedup package is absent
-        a, b = set(str(chosen).lower().split()), set(str(rejected).lower().split())
-        union = len(a | b)
-        return len(a & b) / union if union else 1.0
-    texts = [normalize_for_shingles(chosen), normalize_for_shingles(rejected)]
-    k = shingle_size if min(len(t.split()) for t in texts) >= 2 * shingle_size else 1
-    a, b = shingle_hashes_many(texts, k, normalized=True)
-    union = len(np.union1d(a, b))
-    return len(np.intersect1d(a, b, assume_unique=True)) / union if union else 1.0
+        for i, (c, r) in enumerate(zip(chosen, rejected)):
+            a, b = set(str(c).lower().split()), set(str(r).lower().split())
+            out[i] = len(a & b) / len(a | b) if a | b else 1.0
+        return out
+    norm_c = [normalize_for_shingles(t) for t in chosen]
+    norm_r = [normalize_for_shingles(t) for t in rejected]
+    fewest_words = np.fromiter((min(len(a.split()), len(b.split())) for a, b in zip(norm_c, norm_r)), np.int64, n)
+    sizes = np.where(fewest_words >= 2 * shingle_size, shingle_size, 1)
+    for k in np.unique(sizes):
+        idx = np.flatnonzero(sizes == k)
+        m = len(idx)
+        hashes = shingle_hashes_many([norm_c[i] for i in idx] + [norm_r[i] for i in idx], int(k), normalized=True)
+        len_a = np.fromiter((len(h) for h in hashes[:m]), np.int64, m)
+        len_b = np.fromiter((len(h) for h in hashes[m:]), np.int64, m)
+        # each text's shingles are distinct, so a value seen twice within a pair is one shared shingle
+        owner = np.concatenate([np.repeat(np.arange(m, dtype=np.uint64), len_a),
+                                np.repeat(np.arange(m, dtype=np.uint64), len_b)])
+        keyed = np.sort((owner << np.uint64(32)) | np.concatenate([*hashes, np.empty(0, np.uint32)]).astype(np.uint64))
+        shared = keyed[1:][keyed[1:] == keyed[:-1]] >> np.uint64(32)
+        inter = np.bincount(shared.astype(np.int64), minlength=m)
+        union = len_a + len_b - inter
+        out[idx] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    return out
 
 
 def _content(messages) -> str:
@@ -49,16 +72,16 @@ def _content(messages) -> str:
 
 def pair_checks(pairs: pd.DataFrame, shingle_size: int = 5) -> pd.DataFrame:
     """Per pair: prompt / chosen / rejected hashes, lengths and the chosen-rejected Jaccard (CHECK_COLUMNS)."""
-    rows = []
-    for p in pairs.to_dict("records"):
-        chosen, rejected = _content(p["chosen"]), _content(p["rejected"])
-        rows.append({
-            "pair_id": p["pair_id"], "strategy": p["strategy"], "split": p["split"],
-            "prompt_hash": content_hash(as_messages(p["prompt"])),
-            "chosen_hash": text_hash(chosen), "rejected_hash": text_hash(rejected),
-            "chosen_chars": len(chosen), "rejected_chars": len(rejected),
-            "jaccard": pair_jaccard(chosen, rejected, shingle_size) if chosen and rejected else 1.0,
-        })
+    records = pairs.to_dict("records")
+    chosen = [_content(p["chosen"]) for p in records]
+    rejected = [_content(p["rejected"]) for p in records]
+    both = [i for i, (c, r) in enumerate(zip(chosen, rejected)) if c and r]
+    jaccard = np.ones(len(records), dtype=np.float64)  # an empty side: dropped as empty, never near-identical
+    jaccard[both] = pair_jaccards([chosen[i] for i in both], [rejected[i] for i in both], shingle_size)
+    rows = [{"pair_id": p["pair_id"], "strategy": p["strategy"], "split": p["split"],
+             "prompt_hash": content_hash(as_messages(p["prompt"])), "chosen_hash": text_hash(c),
+             "rejected_hash": text_hash(r), "chosen_chars": len(c), "rejected_chars": len(r), "jaccard": float(j)}
+            for p, c, r, j in zip(records, chosen, rejected, jaccard)]
     return pd.DataFrame(rows, columns=CHECK_COLUMNS)
 
 
