@@ -80,9 +80,11 @@ def _holdout_families(view: ReleaseView) -> list[str]:
 
 
 def lake_report(view: ReleaseView) -> dict:
-    """etl.leakage.leakage_report over the pinned lake tables (turn hashes computed once, cached)."""
+    """etl.leakage.leakage_report over the pinned lake tables (turn hashes computed once, cached without the
+    messages: at 100k caching whole conversations made this 12.3 s instead of 10.2)."""
     min_chars = view.cfg.splits.min_informative_chars
-    keyed = leakage.with_turn_hashes(view.table(CONVERSATIONS), min_chars).cache()
+    conv = view.table(CONVERSATIONS).select("conversation_id", "family", "content_hash", "messages")
+    keyed = leakage.with_turn_hashes(conv, min_chars).drop("messages").cache()
     try:
         return leakage.leakage_report(keyed, view.table(SPLITS), view.table(DUP_EDGES), min_chars,
                                       _holdout_families(view), view.max_examples)

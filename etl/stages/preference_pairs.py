@@ -122,7 +122,7 @@ def with_prompt_keys(inputs: DataFrame) -> DataFrame:
 
 
 def ranked_rows(inputs: DataFrame, families: tuple, min_margin: float, seed: int, per_prompt: int) -> DataFrame:
-    """Ranked human answers, one applyInPandas group per (family, question id, prompt)."""
+    """Ranked human answers, ranked per (family, question id, prompt); one Python call per hash bucket."""
     rows = inputs.where(F.col("family").isin(list(families))).withColumn(
         "question_id", F.coalesce(F.col("metadata").getItem("question_id"), F.col("conversation_id")))
     return bucketed(rows, [*pref.RANKED_GROUP_COLUMNS, "prompt_key"], pref.RANKED,
