@@ -15,6 +15,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("ETL_SHUFFLE_PARTITIONS", "2")  # also for the `python -m etl` runs the tests start
 
 
+BOTO_BACKOFF_SCALE = 0.01
+
+
+@pytest.fixture(scope="session", autouse=True)
+def short_s3_backoff():
+    """botocore's waits between retries cut to 1 % in this process: the fault tests count attempts and check what
+    is left behind, not how long botocore sleeps (its legacy backoff, rand x 2^attempt s, spent ~35 s of one
+    listing test in time.sleep). Retry counts, error handling and the CLI runs the tests start are unchanged."""
+    from botocore.retries.standard import ExponentialBackoff
+
+    with pytest.MonkeyPatch.context() as mp:
+        delay = ExponentialBackoff.delay_amount
+        mp.setattr(ExponentialBackoff, "delay_amount", lambda self, context: delay(self, context) * BOTO_BACKOFF_SCALE)
+        yield
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from etl.spark import get_spark
