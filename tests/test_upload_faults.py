@@ -13,7 +13,7 @@ import pytest
 
 from upload_support import (  # noqa: F401 - the fixtures are used by name
     FAKE_SECRET, REPO, SECOND, SHARDS, assert_complete, assert_nothing_lost, count_puts, endpoint,
-    error_response, fake_aws_env, release_key, remote_sha, s3_client_for, setup,
+    error_response, fail_puts_of, fake_aws_env, release_key, remote_sha, s3_client_for, setup,
 )
 
 
@@ -26,13 +26,7 @@ def test_put_503_is_retried_a_bounded_number_of_times_and_the_error_names_the_ob
 
     cfg, manifest, bucket = setup
     client = s3_client_for(endpoint, attempts=3)
-    attempts: list = []
-
-    def unavailable(request, **kwargs):
-        if request.url.endswith(SECOND):
-            attempts.append(1)
-            return error_response(request, 503, "SlowDown")
-    client.meta.events.register("before-send.s3.PutObject", unavailable)
+    attempts = fail_puts_of(client, SECOND, lambda request: error_response(request, 503, "SlowDown"))
     caplog.set_level("DEBUG")
     with pytest.raises(StorageError) as err:
         upload(cfg, client)
@@ -52,13 +46,7 @@ def test_transient_500s_are_retried_and_the_upload_completes(setup, endpoint):
 
     cfg, manifest, bucket = setup
     client = s3_client_for(endpoint, attempts=3)
-    failures: list = []
-
-    def flaky(request, **kwargs):
-        if request.url.endswith(SECOND) and len(failures) < 2:
-            failures.append(1)
-            return error_response(request, 500, "InternalError")
-    client.meta.events.register("before-send.s3.PutObject", flaky)
+    failures = fail_puts_of(client, SECOND, lambda request: error_response(request, 500, "InternalError"), times=2)
     upload(cfg, client)
     assert len(failures) == 2
     assert_complete(cfg, manifest, client, bucket)
@@ -73,13 +61,10 @@ def test_timeouts_and_dropped_connections_leave_the_local_file_and_rerun_complet
 
     cfg, manifest, bucket = setup
     client = s3_client_for(endpoint, attempts=2)
-    attempts: list = []
 
-    def broken(request, **kwargs):
-        if request.url.endswith(SECOND):
-            attempts.append(1)
-            raise getattr(bex, fault)(endpoint_url=request.url)
-    client.meta.events.register("before-send.s3.PutObject", broken)
+    def broken(request):
+        raise getattr(bex, fault)(endpoint_url=request.url)
+    attempts = fail_puts_of(client, SECOND, broken)
     with pytest.raises(StorageError, match=fault) as err:
         upload(cfg, client)
     assert len(attempts) == 2 and release_key(SECOND) in str(err.value)
@@ -94,13 +79,8 @@ def test_a_checksum_rejected_by_the_server_is_not_retried_and_leaves_the_file(se
 
     cfg, manifest, bucket = setup
     client = s3_client_for(endpoint, attempts=3)
-    attempts: list = []
-
-    def bad_digest(request, **kwargs):  # what AWS answers when the body does not match x-amz-checksum-sha256
-        if request.url.endswith(SECOND):
-            attempts.append(1)
-            return error_response(request, 400, "BadDigest")
-    client.meta.events.register("before-send.s3.PutObject", bad_digest)
+    # what AWS answers when the body does not match x-amz-checksum-sha256
+    attempts = fail_puts_of(client, SECOND, lambda request: error_response(request, 400, "BadDigest"))
     with pytest.raises(StorageError, match="BadDigest"):
         upload(cfg, client)
     assert len(attempts) == 1

@@ -144,3 +144,16 @@ def error_response(request, status: int, code: str):
 
 
 SECOND = "B/foundations_qa/train-00001-of-00002.jsonl"
+
+
+def fail_puts_of(client, rel: str, fault, times: int | None = None) -> list:
+    """Every PUT of `rel` (the first `times` only, when given) answered by `fault(request)`: an injected response,
+    or an exception it raises. Returns the list of faulted attempts, one entry each."""
+    attempts: list = []
+
+    def hook(request, **kwargs):
+        if request.url.endswith(rel) and (times is None or len(attempts) < times):
+            attempts.append(1)
+            return fault(request)
+    client.meta.events.register("before-send.s3.PutObject", hook)
+    return attempts

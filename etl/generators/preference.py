@@ -53,14 +53,14 @@ def ranked_pairs(df: pd.DataFrame, min_margin: float = 1.0, seed: int = 17, per_
     frames, 21 s for 32k questions), and a question id that upstream reuses for different questions (the 2020
     counsel_chat scrape numbers questions per split) never pits answers to different questions."""
     skips: Counter = Counter()
-    by_prompt: dict[tuple, list[dict]] = {}
+    by_question: dict[tuple, list[dict]] = {}
     for r in prepared(df, seed):
         if r["answer"] and r["prompt"]:
             group = tuple("" if r.get(c) is None else str(r[c]) for c in RANKED_GROUP_COLUMNS)
-            by_prompt.setdefault((*group, prompt_key(r["prompt"])), []).append(r)
+            by_question.setdefault((*group, prompt_key(r["prompt"])), []).append(r)
     pairs = []
-    for key in sorted(by_prompt):
-        pairs += _ranked_one(by_prompt[key], min_margin, seed, per_prompt, skips)
+    for key in sorted(by_question):
+        pairs += _ranked_one(by_question[key], min_margin, seed, per_prompt, skips)
     return to_frame(pairs), skips
 
 
