@@ -67,7 +67,8 @@ def run_variant(texts: list[str], conf: EmbeddingConf, plain: bool = False, repe
     def once():
         if not plain:
             return embedder.embed_texts(texts, conf)
-        return embedder.load_model(conf).encode(texts, batch_size=conf.batch_size, normalize_embeddings=True,
+        batch = embedder.pick_batch_size(conf.batch_size, embedder.pick_device(conf.device))
+        return embedder.load_model(conf).encode(texts, batch_size=batch, normalize_embeddings=True,
                                                 convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
 
     embedder.embed_texts(texts[:64], conf)  # load + warm-up

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -356,3 +357,16 @@ def test_unknown_device_is_a_one_line_error_naming_the_conf_key():
 
     with pytest.raises(ConfigError, match=r"^dedup\.embeddings\.device: unknown device 'tpu'"):
         pick_device("tpu")
+
+
+def test_batch_size_auto_is_larger_on_a_gpu_and_a_set_value_wins():
+    from etl.config import Config, validate
+    from etl.dedup.embedder import pick_batch_size
+
+    assert pick_batch_size(0, "cpu") == 64 and pick_batch_size(0, "cuda") == 256  # benchmarks/gpu_workers.py
+    assert pick_batch_size(32, "cuda") == 32 and pick_batch_size(512, "cpu") == 512
+    bad = Config()
+    bad = dataclasses.replace(bad, dedup=dataclasses.replace(
+        bad.dedup, embeddings=dataclasses.replace(bad.dedup.embeddings, batch_size=-1)))
+    with pytest.raises(ConfigError, match=r"^dedup\.embeddings\.batch_size: must be >= 0"):
+        validate(bad, check_paths=False)

@@ -144,7 +144,7 @@ def embedding_comparison(spark: SparkSession, cfg: Config, n_texts: int) -> dict
     same texts in this process. Steady state (`spark_vs_plain_throughput`): a warm Spark run (workers up, model
     loaded) vs encode alone; cold (`spark_cold_vs_plain_with_load`): first Spark run vs model load + encode."""
     from etl.dedup import udfs
-    from etl.dedup.embedder import build_model, model_key, pick_device
+    from etl.dedup.embedder import build_model, model_key, pick_batch_size, pick_device
 
     conf = cfg.dedup.embeddings
     answers = (delta.read_table(spark, cfg, "conversations").where(F.col("parent_id").isNull())
@@ -155,7 +155,8 @@ def embedding_comparison(spark: SparkSession, cfg: Config, n_texts: int) -> dict
                .dropDuplicates(["text_hash"]).orderBy("text_hash").limit(n_texts).toPandas())
     texts = answers["text"].tolist()
     df = spark.createDataFrame(answers)
-    laid_out, threads = udfs.embedding_tasks(spark, df, len(texts), conf.batch_size)  # as the dedup stage does
+    batch = pick_batch_size(conf.batch_size, pick_device(conf.device))
+    laid_out, threads = udfs.embedding_tasks(spark, df, len(texts), batch)  # as the dedup stage does
     embed = udfs.embed_fn(conf, model_key(conf), threads)
 
     def spark_path(step: str) -> dict:
@@ -169,7 +170,7 @@ def embedding_comparison(spark: SparkSession, cfg: Config, n_texts: int) -> dict
     with measure("embed_plain_load", None) as load_t:
         model = build_model(conf, pick_device(conf.device))  # same device, precision and sequence length as the Spark path
     with measure("embed_plain", None) as plain_t:
-        model.encode(texts, batch_size=conf.batch_size, normalize_embeddings=True, show_progress_bar=False)
+        model.encode(texts, batch_size=batch, normalize_embeddings=True, show_progress_bar=False)
     n = len(texts)
 
     def rates(t: dict) -> dict:

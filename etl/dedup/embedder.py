@@ -70,6 +70,16 @@ def pick_device(device: str) -> str:
     return "cuda" if has_cuda else "cpu"
 
 
+CPU_BATCH, GPU_BATCH = 64, 256
+
+
+def pick_batch_size(batch_size: int, device: str) -> int:
+    """The encode batch: `batch_size` when set, else 64 on CPU and 256 on a GPU (EmbeddingConf.batch_size)."""
+    if batch_size:
+        return batch_size
+    return GPU_BATCH if device == "cuda" else CPU_BATCH
+
+
 def check_backend(backend: str) -> str:
     """The backend name if usable here, else a one-line ConfigError naming the key and the fix."""
     if backend not in BACKENDS:
@@ -178,7 +188,7 @@ def embed_texts(texts: list[str], conf: EmbeddingConf) -> np.ndarray:
         order = np.arange(len(texts))
     vectors = model.encode(
         [texts[i] for i in order],
-        batch_size=conf.batch_size,
+        batch_size=pick_batch_size(conf.batch_size, pick_device(conf.device)),
         normalize_embeddings=True,
         convert_to_numpy=True,
         show_progress_bar=False,

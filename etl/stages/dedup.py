@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from etl.config import Config, DedupConf
 from etl.dedup import clusters, udfs
-from etl.dedup.embedder import model_key
+from etl.dedup.embedder import model_key, pick_batch_size, pick_device
 from etl.dedup.features import cached_features
 from etl.dedup.minhash import optimal_params
 from etl.io import delta
@@ -181,7 +181,8 @@ def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: st
     missing = texts.join(cached, "text_hash", how="left_anti")
     n_missing = missing.count()
     if n_missing:
-        todo, threads = udfs.embedding_tasks(spark, missing, n_missing, conf.batch_size)
+        todo, threads = udfs.embedding_tasks(spark, missing, n_missing,
+                                                pick_batch_size(conf.batch_size, pick_device(conf.device)))
         new = todo.mapInPandas(udfs.embed_fn(conf, key, threads), udfs.EMBED_OUT_SCHEMA)
         delta.merge_new_rows(new, cfg, EMBEDDINGS, ("text_hash", "model"), run_id, stage)
     vectors = (delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key)
