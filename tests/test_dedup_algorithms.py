@@ -370,3 +370,27 @@ def test_batch_size_auto_is_larger_on_a_gpu_and_a_set_value_wins():
         bad.dedup, embeddings=dataclasses.replace(bad.dedup.embeddings, batch_size=-1)))
     with pytest.raises(ConfigError, match=r"^dedup\.embeddings\.batch_size: must be >= 0"):
         validate(bad, check_paths=False)
+
+
+def test_a_task_uses_the_gpu_spark_assigned_it(monkeypatch):
+    """On an executor with several GPUs each task embeds on its own (TaskContext resources), not all on cuda:0."""
+    import pyspark
+    import torch
+    from pyspark.resource import ResourceInformation
+
+    from etl.dedup.embedder import pick_batch_size, pick_device, pick_precision, task_gpu
+
+    class FakeTask:
+        def resources(self):
+            return {"gpu": ResourceInformation("gpu", ["3"])}
+
+    assert task_gpu() is None  # the driver: no task
+    monkeypatch.setattr(pyspark.TaskContext, "get", staticmethod(lambda: FakeTask()))
+    assert task_gpu() == "3"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert pick_device("auto", "3") == "cuda:3" and pick_device("cuda", None) == "cuda"
+    assert pick_device("cpu", "3") == "cpu"
+    assert pick_batch_size(0, "cuda:3") == 256 and pick_precision("auto", "cuda:3") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto", "3") == "cpu"  # no GPU visible: the task's address is moot

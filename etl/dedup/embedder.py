@@ -56,8 +56,12 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def pick_device(device: str) -> str:
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' without a GPU is a config error."""
+def pick_device(device: str, gpu: str | None = None) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' without a GPU is a config error.
+
+    `gpu`: the GPU address Spark's scheduler gave the task (`spark.task.resource.gpu.amount`; see `task_gpu`),
+    so tasks on an executor with several GPUs use theirs ('cuda:1') instead of all piling onto the first.
+    """
     if device not in DEVICES:
         raise ConfigError(f"dedup.embeddings.device: unknown device {device!r}; use one of {', '.join(DEVICES)}")
     if device == "cpu":
@@ -67,7 +71,26 @@ def pick_device(device: str) -> str:
     has_cuda = torch.cuda.is_available()
     if device == "cuda" and not has_cuda:
         raise ConfigError("dedup.embeddings.device: cuda requested but torch sees no GPU; use auto or cpu")
-    return "cuda" if has_cuda else "cpu"
+    if not has_cuda:
+        return "cpu"
+    return f"cuda:{gpu}" if gpu not in (None, "") else "cuda"
+
+
+def is_gpu(device: str) -> bool:
+    return device.split(":")[0] == "cuda"
+
+
+def task_gpu() -> str | None:
+    """The GPU address Spark assigned to the running task (resource 'gpu'), or None (no task, no GPU resource)."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return None
+    ctx = TaskContext.get()
+    if ctx is None:
+        return None
+    gpus = ctx.resources().get("gpu")
+    return gpus.addresses[0] if gpus is not None and gpus.addresses else None
 
 
 CPU_BATCH, GPU_BATCH = 64, 256
@@ -77,7 +100,7 @@ def pick_batch_size(batch_size: int, device: str) -> int:
     """The encode batch: `batch_size` when set, else 64 on CPU and 256 on a GPU (EmbeddingConf.batch_size)."""
     if batch_size:
         return batch_size
-    return GPU_BATCH if device == "cuda" else CPU_BATCH
+    return GPU_BATCH if is_gpu(device) else CPU_BATCH
 
 
 def check_backend(backend: str) -> str:
@@ -102,11 +125,11 @@ def pick_precision(precision: str, device: str, backend: str = "torch") -> str:
         return "fp32"
     import torch
 
-    if device == "cuda":
+    if is_gpu(device):
         if precision == "int8":
             raise ConfigError("dedup.embeddings.precision: int8 is a CPU kernel; use auto, bf16 or fp16 on a GPU")
         if precision == "auto":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            return "bf16" if torch.cuda.is_bf16_supported(torch.device(device)) else "fp16"
         return precision
     if precision == "auto":
         native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
@@ -158,9 +181,10 @@ def build_model(conf: EmbeddingConf, device: str | None = None):
     return model
 
 
-def load_model(conf: EmbeddingConf):
-    """The SentenceTransformer for this conf, loaded once per process and reused by every batch."""
-    device = pick_device(conf.device)
+def load_model(conf: EmbeddingConf, gpu: str | None = None):
+    """The SentenceTransformer for this conf (on the task's GPU `gpu`, if any), loaded once per process and device
+    and reused by every batch."""
+    device = pick_device(conf.device, gpu)
     key = (resolve_model_path(conf.model), conf.backend, device, conf.max_seq_length, conf.precision)
     with _models_lock:
         model = _models.get(key)
@@ -175,9 +199,9 @@ def embedding_dim(model) -> int:
     return int(getter())
 
 
-def embed_texts(texts: list[str], conf: EmbeddingConf) -> np.ndarray:
-    """(n, dim) float32 unit vectors for `texts`, in input order."""
-    model = load_model(conf)
+def embed_texts(texts: list[str], conf: EmbeddingConf, gpu: str | None = None) -> np.ndarray:
+    """(n, dim) float32 unit vectors for `texts`, in input order (`gpu`: the task's GPU address, see `task_gpu`)."""
+    model = load_model(conf, gpu)
     if len(texts) == 0:
         return np.empty((0, embedding_dim(model)), dtype=np.float32)
     texts = ["" if t is None else str(t) for t in texts]
@@ -188,7 +212,7 @@ def embed_texts(texts: list[str], conf: EmbeddingConf) -> np.ndarray:
         order = np.arange(len(texts))
     vectors = model.encode(
         [texts[i] for i in order],
-        batch_size=pick_batch_size(conf.batch_size, pick_device(conf.device)),
+        batch_size=pick_batch_size(conf.batch_size, pick_device(conf.device, gpu)),
         normalize_embeddings=True,
         convert_to_numpy=True,
         show_progress_bar=False,

@@ -78,13 +78,14 @@ def embed_fn(conf: EmbeddingConf, model_key: str, threads: int = 0):
 
     `threads`: torch threads per task (see `torch_threads_per_task`); 0 leaves torch's default.
     """
-    from etl.dedup.embedder import embed_texts
+    from etl.dedup.embedder import embed_texts, task_gpu
 
     def embed(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         if threads:
             _torch_threads(threads)
+        gpu = task_gpu()  # the GPU this task was given on a cluster with GPU scheduling, else None
         for batch in batches:
-            vectors = embed_texts(batch["text"].fillna("").tolist(), conf)
+            vectors = embed_texts(batch["text"].fillna("").tolist(), conf, gpu)
             yield pd.DataFrame({"text_hash": batch["text_hash"], "model": model_key,
                                 "vector": list(vectors.astype(np.float32))})
 
