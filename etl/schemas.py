@@ -24,6 +24,7 @@ PII_FINDINGS = "pii_findings"
 INGEST_OBJECTS = "ingest_objects"
 EMBEDDINGS = "embeddings"
 TEXT_FEATURES = "text_features"
+EMBEDDING_LSH = "embedding_lsh"
 DUP_EDGES = "dup_edges"
 DUP_CLUSTERS = "dup_clusters"
 SPLITS = "splits"
@@ -118,6 +119,16 @@ TEXT_FEATURES_SCHEMA = StructType([
     _f("bands", ArrayType(LongType(), False), False, "LSH band keys"),
 ])
 
+LSH_PAIR = StructType([_f("h2", StringType(), False), _f("jaccard", DoubleType(), False),
+                       _f("cosine", DoubleType(), False)])
+EMBEDDING_LSH_SCHEMA = StructType([
+    _f("params", StringType(), False, "hyperplane, bucket, threshold, model and MinHash settings + code digest"),
+    _f("field", StringType(), False, "prompt | answer"),
+    _f("text_hash", StringType(), False, "sha256 of the canonical text"),
+    _f("bands", ArrayType(LongType(), False), False, "hyperplane bucket key per table"),
+    _f("pairs", ArrayType(LSH_PAIR, False), False, "embedding-LSH candidates with a larger hash, scored"),
+])
+
 DUP_EDGES_SCHEMA = StructType([
     _f("conversation_id_a", StringType(), False, "smaller id of the pair"),
     _f("conversation_id_b", StringType(), False, "larger id of the pair"),
@@ -184,6 +195,7 @@ SCHEMAS = {
     INGEST_OBJECTS: INGEST_OBJECTS_SCHEMA,
     EMBEDDINGS: EMBEDDINGS_SCHEMA,
     TEXT_FEATURES: TEXT_FEATURES_SCHEMA,
+    EMBEDDING_LSH: EMBEDDING_LSH_SCHEMA,
     DUP_EDGES: DUP_EDGES_SCHEMA,
     DUP_CLUSTERS: DUP_CLUSTERS_SCHEMA,
     SPLITS: SPLITS_SCHEMA,

@@ -28,6 +28,7 @@ EMBED_OUT_SCHEMA = StructType([
 HYPERPLANE_SCHEMA = StructType([
     StructField("text_hash", StringType(), False),
     StructField("bands", ArrayType(LongType(), False), False),
+    StructField("vector", ArrayType(FloatType(), False), False),
 ])
 
 def is_informative(normalized: str, min_chars: int) -> bool:
@@ -101,6 +102,9 @@ BUCKET_PAIRS_SCHEMA = StructType([
 ])
 
 
+_SCREEN_SLACK = 1e-9  # far above a float64 dot product's rounding, far below any meaningful cosine
+
+
 def bucket_cosine_pairs_fn(min_cosine: float):
     """applyInPandas over a hash partition of embedding-LSH buckets (rows: field, band, key, text_hash, vector,
     signature): inside each bucket the member pairs whose cosine reaches `min_cosine`, h1 < h2, already scored
@@ -123,11 +127,17 @@ def bucket_cosine_pairs_fn(min_cosine: float):
             if hi - lo < 2:
                 continue
             block = vectors[lo:hi]
-            gram = block @ block.T  # one BLAS product per bucket (gathering each pair's rows was 50x slower)
-            i, j = np.nonzero(np.triu(gram >= min_cosine, k=1))  # row-major: the order of np.triu_indices
+            # screen with one BLAS product per bucket (gathering both rows of every pair was 50x slower), then score
+            # the survivors pair by pair: a Gram entry's last bits depend on the bucket's shape, and a pair found in
+            # two buckets must carry one cosine whichever copy survives (reruns write identical edges)
+            gram = block @ block.T
+            i, j = np.nonzero(np.triu(gram >= min_cosine - _SCREEN_SLACK, k=1))  # row-major, as np.triu_indices
             if len(i):
-                cosine = gram[i, j]
                 i, j = i + lo, j + lo
+                cosine = np.einsum("ij,ij->i", vectors[i], vectors[j])
+                keep = cosine >= min_cosine
+                i, j, cosine = i[keep], j[keep], cosine[keep]
+            if len(i):
                 out["h1"].append(hashes[i])
                 out["h2"].append(hashes[j])
                 out["cosine"].append(cosine)
@@ -142,7 +152,8 @@ def bucket_cosine_pairs_fn(min_cosine: float):
 
 
 def hyperplane_fn(bits: int, tables: int):
-    """mapInPandas: (text_hash, vector) -> random-hyperplane band keys (embedding-space LSH)."""
+    """mapInPandas: (text_hash, vector) -> (text_hash, random-hyperplane band keys, vector): the keys travel with
+    the vector, so the candidate steps read one frame instead of joining keys back to vectors."""
     from etl.dedup.hyperplanes import hyperplane_bands
 
     def bucket(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -151,6 +162,7 @@ def hyperplane_fn(bits: int, tables: int):
                 continue
             vectors = np.stack(batch["vector"].to_numpy()).astype(np.float32)
             keys = hyperplane_bands(vectors, bits, tables)
-            yield pd.DataFrame({"text_hash": batch["text_hash"], "bands": list(keys.astype(np.int64))})
+            yield pd.DataFrame({"text_hash": batch["text_hash"], "bands": list(keys.astype(np.int64)),
+                                "vector": batch["vector"]})
 
     return bucket

@@ -6,6 +6,8 @@ Two relations (DESIGN.md §3):
   carry no information), i.e. the same conversation;
 - related: a near-identical prompt under another answer, or a near-identical answer under another prompt.
 Clusters are connected components of the duplicate relation only; splits use both relations.
+Caches: `embeddings` (vectors), `text_features` (MinHash) and `embedding_lsh` (embedding-LSH candidates, see
+etl.dedup.embedding_lsh), so a rerun with new data embeds, hashes and compares only the new texts.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from etl.config import Config, DedupConf
-from etl.dedup import clusters, udfs
+from etl.dedup import clusters, embedding_lsh, udfs
 from etl.dedup.embedder import model_key, pick_batch_size, pick_device
-from etl.dedup.features import cached_features
+from etl.dedup.features import cached_features, params_key
 from etl.dedup.minhash import optimal_params
 from etl.io import delta
 from etl.schemas import CONVERSATIONS, DUP_CLUSTERS, DUP_EDGES, EMBEDDINGS
@@ -66,25 +68,6 @@ def minhash_candidates(features: DataFrame, max_bucket: int) -> tuple[DataFrame,
     keys = (features.where("informative").select("field", "text_hash", F.posexplode("bands").alias("band", "key"))
             .distinct())
     return bucket_pairs(keys, max_bucket)
-
-
-def embedding_candidates(vec_bands: DataFrame, text_fields: DataFrame, vec_sigs: DataFrame, conf: DedupConf
-                         ) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(scored candidate pairs, template buckets, bucket sizes): pairs sharing a hyperplane bucket whose cosine
-    reaches `candidate_min_cosine`, compared and scored inside each bucket (only buckets of 2..max_bucket_size
-    members, so vectors and signatures travel only for texts that share a bucket with another)."""
-    keys = (vec_bands.join(text_fields, "text_hash", how="inner")
-            .select("field", "text_hash", F.posexplode("bands").alias("band", "key")))
-    sizes = keys.groupBy("field", "band", "key").agg(F.count(F.lit(1)).alias("size")).where(F.col("size") > 1)
-    too_big = sizes.where(F.col("size") > conf.max_bucket_size)
-    compared = sizes.where(F.col("size") <= conf.max_bucket_size)
-    shared = keys.join(compared.drop("size"), ["field", "band", "key"], how="left_semi")
-    parts = int(keys.sparkSession.conf.get("spark.sql.shuffle.partitions", "8"))
-    pairs = (shared.join(vec_sigs, "text_hash", how="inner")
-             .groupBy(F.pmod(F.xxhash64("field", "band", "key"), F.lit(parts)).alias("_part"))
-             .applyInPandas(udfs.bucket_cosine_pairs_fn(conf.candidate_min_cosine), udfs.BUCKET_PAIRS_SCHEMA)
-             .dropDuplicates(["field", "h1", "h2"]))
-    return pairs, too_big, compared
 
 
 def _cosine(a: Column, b: Column) -> Column:
@@ -204,14 +187,15 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     started = time.perf_counter()
     vectors, embed_counts = embed_missing(spark, cfg, texts, run_id)
     embed_counts["embedding_s"] = round(time.perf_counter() - started, 1)  # model time, reported apart
-    vectors = vectors.persist()
-    text_fields = features.where("informative").select("text_hash", "field").distinct()
+    # the hyperplane keys travel with the vectors: one persisted frame serves keys, candidates and verification
     vec_bands = vectors.mapInPandas(udfs.hyperplane_fn(conf.hyperplane_bits, conf.hyperplane_tables),
-                                    udfs.HYPERPLANE_SCHEMA)
+                                    udfs.HYPERPLANE_SCHEMA).persist()
+    vectors = vec_bands.select("text_hash", "vector")
+    text_fields = features.where("informative").select("text_hash", "field").distinct()
     mh_pairs, mh_big = minhash_candidates(features, conf.max_bucket_size)
     sigs = features.select("text_hash", "signature").dropDuplicates(["text_hash"]).persist()  # read twice below
-    em_pairs, em_big, em_sizes = embedding_candidates(vec_bands, text_fields, vectors.join(sigs, "text_hash"), conf)
-    em_pairs = em_pairs.persist()
+    lsh_params = embedding_lsh.params_key(conf, model_key(conf.embeddings), params_key(conf, bands, rows))
+    em_pairs, lsh_counts = embedding_lsh.candidates(spark, cfg, text_fields, vec_bands, sigs, lsh_params, run_id)
     cands = mh_pairs.withColumn("source", F.lit(SOURCE_MINHASH)).persist()
     scored_em = em_pairs.select("field", "h1", "h2", F.lit(SOURCE_EMBEDDING).alias("source"), "jaccard", "cosine")
     verified = (verify_text_pairs(cands, sigs, vectors, conf)
@@ -226,9 +210,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     counts = {
         **embed_counts, **hash_counts,
         "bands": bands, "rows_per_band": rows,
-        "candidates_minhash": cands.count(), "candidates_embedding": em_pairs.count(),
-        "embedding_pairs_compared": int(em_sizes.select(F.sum(F.col("size") * (F.col("size") - 1) / 2)).first()[0] or 0),
-        "template_buckets_dropped": mh_big.count() + em_big.count(),
+        "candidates_minhash": cands.count(),
+        **{k: v for k, v in lsh_counts.items() if k != "template_buckets_embedding"},
+        "template_buckets_dropped": mh_big.count() + lsh_counts["template_buckets_embedding"],
         "verified_text_pairs": verified.where("near").count(),
         "edges": w_edges.rows,
         **{f"edges_{r['kind']}": r["n"] for r in edges_written.groupBy("kind").agg(F.count("*").alias("n")).collect()},
@@ -237,7 +221,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
            .agg(F.count("*").alias("n")).collect()},
         **cstats, "clusters_rows": w_clusters.rows,
     }
-    for df in (features, sigs, vectors, em_pairs, cands, verified, edges):
+    for df in (features, sigs, vec_bands, em_pairs, cands, verified, edges):
         df.unpersist()
     log.info("dedup: %s", counts)
     return counts
