@@ -43,14 +43,14 @@ def test_new_text_scan_matches_brute_force():
     assert (got["h1"] < got["h2"]).all() and (got["field"] == "answer").all()
 
 
-def _fields(table: pd.DataFrame) -> pd.DataFrame:
-    """Every text is an answer; every third (by its number) also a prompt."""
-    prompts = table[table["text_hash"].str[1:].astype(int) % 3 == 0]
+def _fields(table: pd.DataFrame, not_prompt: tuple = ()) -> pd.DataFrame:
+    """Every text is an answer; every third (by its number) also a prompt, unless listed in `not_prompt`."""
+    prompts = table[(table["text_hash"].str[1:].astype(int) % 3 == 0) & ~table["text_hash"].isin(not_prompt)]
     return pd.concat([table.assign(field="answer"), prompts.assign(field="prompt")])
 
 
-def _frames(spark, table: pd.DataFrame):
-    fields = _fields(table)
+def _frames(spark, table: pd.DataFrame, not_prompt: tuple = ()):
+    fields = _fields(table, not_prompt)
     text_fields = spark.createDataFrame(fields[["field", "text_hash"]])
     vec_bands = spark.createDataFrame(pd.DataFrame({
         "text_hash": table["text_hash"], "bands": table["bands"].map(lambda b: [int(x) for x in b]),
@@ -67,34 +67,56 @@ def _sizes(fields: pd.DataFrame) -> dict:
     return pd.Series(rows).value_counts().to_dict()
 
 
-def test_rerun_from_state_equals_a_full_comparison(spark, make_config, tmp_path):
-    cfg = make_config(raw_root=str(tmp_path), dedup__hyperplane_bits=BITS, dedup__hyperplane_tables=TABLES, dedup__max_bucket_size=6,
-                      dedup__candidate_min_cosine=0.3, dedup__num_perm=NUM_PERM)
+def brute_force(fields: pd.DataFrame, max_size: int, min_cosine: float) -> dict:
+    """The definition, pair by pair in numpy: same field, a shared bucket of at most max_size members of that
+    field, cosine >= min_cosine (float64 of the float32 vectors), Jaccard = share of equal signature positions."""
+    sizes, out = _sizes(fields), {}
+    for field, group in fields.groupby("field"):
+        recs = sorted(group.itertuples(), key=lambda r: r.text_hash)
+        for i, a in enumerate(recs):
+            for b in recs[i + 1:]:
+                if not any(a.bands[t] == b.bands[t] and sizes[(field, t, int(a.bands[t]))] <= max_size
+                           for t in range(TABLES)):
+                    continue
+                cos = float(np.einsum("ij,ij->i", a.vector.astype(np.float64)[None], b.vector.astype(np.float64)[None])[0])
+                if cos >= min_cosine:
+                    out[(field, a.text_hash, b.text_hash)] = (float(np.mean(a.signature == b.signature)), cos)
+    return out
+
+
+def as_dict(df) -> dict:
+    return {(r["field"], r["h1"], r["h2"]): (r["jaccard"], r["cosine"]) for r in df.collect()}
+
+
+def test_reruns_from_state_equal_the_definition(spark, make_config, tmp_path):
+    """Run 1 full; run 2 with 8 texts gone and 9 new (buckets turn templates, templates shrink back); run 3 removes
+    texts only and drops one text from one field: each equals a brute-force comparison of its own text set."""
+    max_size, min_cos = 6, 0.3
+    cfg = make_config(raw_root=str(tmp_path), dedup__hyperplane_bits=BITS, dedup__hyperplane_tables=TABLES,
+                      dedup__max_bucket_size=max_size, dedup__candidate_min_cosine=min_cos, dedup__num_perm=NUM_PERM)
     pool = texts(SEED, 81, "t")
     first, added = pool.iloc[:72], pool.iloc[72:].assign(text_hash=[f"n{i:03d}" for i in range(9)])
     second = pd.concat([first.drop(index=range(0, 72, 9)), added], ignore_index=True)  # 8 texts gone, 9 new
-    old_sizes, new_sizes = _sizes(_fields(first)), _sizes(_fields(second))
-    # the cases that make a rerun non-trivial are all present: buckets that became templates and templates that
-    # shrank back to comparable sizes
-    assert any(old_sizes.get(b, 0) <= 6 < s for b, s in new_sizes.items())
-    assert any(1 < s <= 6 < old_sizes.get(b, 0) for b, s in new_sizes.items())
+    third = second.iloc[3:].reset_index(drop=True)  # 3 more gone, nothing new
+    want1 = brute_force(_fields(first), max_size, min_cos)
+    want2 = brute_force(_fields(second), max_size, min_cos)
+    want3 = brute_force(_fields(third, ("t030",)), max_size, min_cos)
+    kept_texts = set(second["text_hash"])
+    # what makes a rerun non-trivial happens here: stored pairs whose shared bucket became a template, and pairs of
+    # two old texts that only a reopened bucket (shrunk below max_size) brings back
+    assert any(k[1] in kept_texts and k[2] in kept_texts and k not in want2 for k in want1)
+    assert any(k[1].startswith("t") and k[2].startswith("t") and k not in want1 for k in want2)
+    assert any(k[1].startswith("n") or k[2].startswith("n") for k in want2) and len(want2) >= 20
 
     params = "test-params"
     pairs, counts = embedding_lsh.candidates(spark, cfg, *_frames(spark, first), params, "r1")
-    assert counts["embedding_lsh"] == "full" and pairs.count() > 0
-    text_fields, vec_bands, sigs = _frames(spark, second)
-    pairs, counts = embedding_lsh.candidates(spark, cfg, text_fields, vec_bands, sigs, params, "r2")
+    assert counts["embedding_lsh"] == "full" and as_dict(pairs) == want1
+    pairs, counts = embedding_lsh.candidates(spark, cfg, *_frames(spark, second), params, "r2")
     assert counts["embedding_lsh"] == "incremental" and counts["embedding_lsh_new_texts"] == 12  # 9 + 3 prompts
-    keys = text_fields.join(vec_bands.select("text_hash", "bands"), "text_hash")
-    full, _, _ = embedding_lsh.full_candidates(keys, vec_bands.select("text_hash", "vector").join(sigs, "text_hash"),
-                                               cfg.dedup)
+    assert as_dict(pairs) == want2
+    pairs, counts = embedding_lsh.candidates(spark, cfg, *_frames(spark, third, ("t030",)), params, "r3")
+    assert counts["embedding_lsh"] == "incremental" and counts["embedding_lsh_new_texts"] == 0
+    assert as_dict(pairs) == want3
 
-    def as_dict(df):
-        return {(r["field"], r["h1"], r["h2"]): (r["jaccard"], r["cosine"]) for r in df.collect()}
-
-    got, expected = as_dict(pairs), as_dict(full)
-    assert got == expected and len(expected) >= 20
-    assert any(k[1].startswith("n") or k[2].startswith("n") for k in expected)  # new texts found partners
-
-    _, counts = embedding_lsh.candidates(spark, cfg, text_fields, vec_bands, sigs, "other-params", "r3")
+    _, counts = embedding_lsh.candidates(spark, cfg, *_frames(spark, third), "other-params", "r4")
     assert counts["embedding_lsh"] == "full"  # other settings never reuse the state

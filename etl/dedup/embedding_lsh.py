@@ -8,7 +8,7 @@ and its candidate pairs (each under its smaller hash). A rerun gets the same pai
 - finding the pairs of each new text in one pass over the vectors against the new texts' bucket keys (broadcast),
   instead of shipping every text's vector to each of its buckets (5 GB of shuffle at 100k conversations);
 - comparing whole again any bucket that fell back to `max_bucket_size` members or fewer (texts removed).
-No state under these settings, or new texts above `FULL_ABOVE` of the set: the full comparison.
+No state under these settings, or more new texts than `FULL_ABOVE` of the set or `MAX_NEW`: the full comparison.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from etl.schemas import EMBEDDING_LSH
 BUCKET = ["field", "band", "key"]
 PAIR_COLUMNS = ["field", "h1", "h2", "jaccard", "cosine"]
 FULL_ABOVE = 0.25  # more new texts than this share of the set: the full comparison is cheaper than the broadcast
-_CHUNK = 50_000  # pairs scored per numpy call in the new-text scan (bounds the gathered rows' memory)
+MAX_NEW = 50_000  # nor more new texts than this: their keys and vectors travel to every task of the scan
+_CHUNK = 8192  # pairs scored per numpy call in the new-text scan (bounds the gathered rows' memory)
 NEW_PAIRS_SCHEMA = StructType([
     StructField("field", StringType(), False),
     StructField("h1", StringType(), False),
@@ -45,7 +46,8 @@ NEW_PAIRS_SCHEMA = StructType([
 def _code_digest() -> str:
     from etl.dedup import hyperplanes
 
-    return source_digest(hyperplanes, udfs.bucket_cosine_pairs_fn, sys.modules[__name__], length=12)
+    return source_digest(hyperplanes, udfs.hyperplane_fn, udfs.bucket_cosine_pairs_fn, sys.modules[__name__],
+                         length=12)
 
 
 def params_key(conf: DedupConf, model: str, feature_params: str) -> str:
@@ -88,9 +90,10 @@ def new_pairs_fn(new_keys: pd.DataFrame, new_vectors: pd.DataFrame, min_cosine: 
     cosine >= min_cosine, h1 < h2. The cosine is computed pair by pair as in `udfs.bucket_cosine_pairs_fn`, so a
     pair gets the same value whichever way it is found. The field is the new text's: the caller keeps a pair only
     where the other text is in that field too."""
-    index = {h: i for i, h in enumerate(new_vectors["text_hash"])}
-    matrix = (np.stack(new_vectors["vector"].to_numpy()).astype(np.float64) if len(new_vectors)
-              else np.empty((0, 0)))
+    new_hashes = new_vectors["text_hash"].to_numpy()
+    index = {h: i for i, h in enumerate(new_hashes)}
+    matrix = (np.stack(new_vectors["vector"].to_numpy()).astype(np.float32) if len(new_vectors)
+              else np.empty((0, 0), dtype=np.float32))  # float32 as stored; gathered rows become float64
     lookup = new_keys.assign(new=new_keys["text_hash"].map(index)).drop(columns="text_hash")
 
     def scan(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -103,14 +106,14 @@ def new_pairs_fn(new_keys: pd.DataFrame, new_vectors: pd.DataFrame, min_cosine: 
                                  "key": bands.ravel()})
             hits = rows.merge(lookup, on=["band", "key"]).drop_duplicates(["row", "field", "new"])
             hashes = batch["text_hash"].to_numpy()
-            new_hashes = new_vectors["text_hash"].to_numpy()
             hits = hits[hashes[hits["row"].to_numpy()] != new_hashes[hits["new"].to_numpy()]]
             if hits.empty:
                 continue
             vectors = np.stack(batch["vector"].to_numpy()).astype(np.float64)
             row, new = hits["row"].to_numpy(), hits["new"].to_numpy()
-            cosine = np.concatenate([np.einsum("ij,ij->i", vectors[row[lo:lo + _CHUNK]], matrix[new[lo:lo + _CHUNK]])
-                                     for lo in range(0, len(row), _CHUNK)])
+            cosine = np.concatenate([
+                np.einsum("ij,ij->i", vectors[row[lo:lo + _CHUNK]], matrix[new[lo:lo + _CHUNK]].astype(np.float64))
+                for lo in range(0, len(row), _CHUNK)])
             keep = cosine >= min_cosine
             a, b = hashes[row[keep]], new_hashes[new[keep]]
             first = a < b
@@ -172,14 +175,17 @@ def candidates(spark: SparkSession, cfg: Config, text_fields: DataFrame, vec_ban
     for the next run. Returns (pairs, counts)."""
     conf = cfg.dedup
     keys = text_fields.join(vec_bands.select("text_hash", "bands"), "text_hash").persist()
-    state = delta.read_table(spark, cfg, EMBEDDING_LSH).where(F.col("params") == params).drop("params")
+    # pinned to the version read now: frames derived from it may be recomputed after this run replaces it
+    version = delta.current_version(spark, cfg.table_path(EMBEDDING_LSH))
+    state = delta.read_table(spark, cfg, EMBEDDING_LSH, version).where(F.col("params") == params).drop("params")
     new = keys.join(state.select("field", "text_hash"), ["field", "text_hash"], how="left_anti").persist()
     n_keys, n_new = keys.count(), new.count()
     vec_sigs = vec_bands.select("text_hash", "vector").join(sigs, "text_hash")
-    incremental = n_new < n_keys and n_new <= FULL_ABOVE * n_keys  # no state: every text is new
+    incremental = n_new < n_keys and n_new <= min(FULL_ABOVE * n_keys, MAX_NEW)  # no state: every text is new
     if incremental:
         pairs, too_big, compared = incremental_candidates(state, keys, new, vec_bands, sigs, vec_sigs, conf)
-        compared_pairs = F.sum(F.col("new") * (F.col("size") - 1))  # each new text against its buckets' members
+        # each new text against its buckets' members (a new-new pair counts twice; reopened buckets not counted)
+        compared_pairs = F.sum(F.col("new") * (F.col("size") - 1))
     else:
         pairs, too_big, compared = full_candidates(keys, vec_sigs, conf)
         compared_pairs = F.sum(F.col("size") * (F.col("size") - 1) / 2)
