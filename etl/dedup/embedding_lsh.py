@@ -26,6 +26,7 @@ from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 from etl.code_digest import source_digest
 from etl.config import Config, DedupConf
 from etl.dedup import udfs
+from etl.dedup.features import signature_jaccard
 from etl.io import delta
 from etl.schemas import EMBEDDING_LSH
 
@@ -70,7 +71,7 @@ def full_candidates(keys: DataFrame, vec_sigs: DataFrame, conf: DedupConf, only:
     """(scored pairs, template buckets, compared bucket sizes): every bucket of 2..max_bucket_size members (or only
     those in `only`) compared inside itself, so vectors and signatures travel only for texts sharing a bucket."""
     rows = bucket_rows(keys)
-    sizes = rows.groupBy(*BUCKET).agg(F.count(F.lit(1)).alias("size")).where(F.col("size") > 1)
+    sizes = bucket_sizes(keys).where(F.col("size") > 1)
     too_big = sizes.where(F.col("size") > conf.max_bucket_size)
     compared = sizes.where(F.col("size") <= conf.max_bucket_size)
     if only is not None:
@@ -127,9 +128,9 @@ def _jaccard(sigs: DataFrame, pairs: DataFrame, num_perm: int) -> DataFrame:
     """Scored pairs (field, h1, h2, cosine) + the MinHash Jaccard of their signatures."""
     s1 = sigs.select(F.col("text_hash").alias("h1"), F.col("signature").alias("s1"))
     s2 = sigs.select(F.col("text_hash").alias("h2"), F.col("signature").alias("s2"))
-    same = F.size(F.filter(F.zip_with("s1", "s2", lambda x, y: x == y), lambda x: x))
     return (pairs.join(s1, "h1").join(s2, "h2")
-            .select("field", "h1", "h2", (same / F.lit(float(num_perm))).alias("jaccard"), "cosine"))
+            .select("field", "h1", "h2", signature_jaccard(F.col("s1"), F.col("s2"), num_perm).alias("jaccard"),
+                    "cosine"))
 
 
 def incremental_candidates(state: DataFrame, keys: DataFrame, new: DataFrame, vec_bands: DataFrame,

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from etl.code_digest import source_digest
@@ -67,6 +67,11 @@ def text_features_fn(conf: DedupConf, bands: int, rows: int, params: str):
             })
 
     return featurize
+
+
+def signature_jaccard(a: Column, b: Column, num_perm: int) -> Column:
+    """MinHash-estimated Jaccard of two signature columns: the share of equal positions."""
+    return F.size(F.filter(F.zip_with(a, b, lambda x, y: x == y), lambda x: x)) / F.lit(float(num_perm))
 
 
 def raw_key(text_col: str = "text"):

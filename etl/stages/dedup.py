@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 from etl.config import Config, DedupConf
 from etl.dedup import clusters, embedding_lsh, udfs
 from etl.dedup.embedder import model_key, pick_batch_size, pick_device
-from etl.dedup.features import cached_features, params_key
+from etl.dedup.features import cached_features, params_key, signature_jaccard
 from etl.dedup.minhash import optimal_params
 from etl.io import delta
 from etl.schemas import CONVERSATIONS, DUP_CLUSTERS, DUP_EDGES, EMBEDDINGS
@@ -74,10 +74,6 @@ def _cosine(a: Column, b: Column) -> Column:
     return F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0).cast("double"), lambda acc, x: acc + x)
 
 
-def _jaccard(a: Column, b: Column, num_perm: int) -> Column:
-    return F.size(F.filter(F.zip_with(a, b, lambda x, y: x == y), lambda x: x)) / F.lit(float(num_perm))
-
-
 def verify_text_pairs(cands: DataFrame, sigs: DataFrame, vectors: DataFrame, conf: DedupConf) -> DataFrame:
     """Estimated Jaccard and cosine for every candidate text pair; `near` by the field's thresholds."""
     s1 = sigs.select(F.col("text_hash").alias("h1"), F.col("signature").alias("s1"))
@@ -86,7 +82,7 @@ def verify_text_pairs(cands: DataFrame, sigs: DataFrame, vectors: DataFrame, con
     v2 = vectors.select(F.col("text_hash").alias("h2"), F.col("vector").alias("v2"))
     # Jaccard first, then the signatures are dropped: rows carry one kind of array through each shuffle, not four
     lexical = (cands.join(s1, "h1", how="inner").join(s2, "h2", how="inner")
-               .select("field", "h1", "h2", "source", _jaccard(F.col("s1"), F.col("s2"), conf.num_perm).alias("jaccard")))
+               .select("field", "h1", "h2", "source", signature_jaccard(F.col("s1"), F.col("s2"), conf.num_perm).alias("jaccard")))
     scored = (lexical.join(v1, "h1", how="left").join(v2, "h2", how="left")
               .select("field", "h1", "h2", "source", "jaccard",
                       F.when(F.col("v1").isNotNull() & F.col("v2").isNotNull(), _cosine(F.col("v1"), F.col("v2")))
@@ -135,7 +131,7 @@ def classify_edges(pairs: DataFrame, features: DataFrame, vectors: DataFrame, co
     answers = (best.where(F.col("field") == FIELD_ANSWER)
                .join(pa, F.col("a") == F.col("pa_conversation_id"), how="left")
                .join(pb, F.col("b") == F.col("pb_conversation_id"), how="left"))
-    p_jac = _jaccard(F.col("pa_signature"), F.col("pb_signature"), conf.num_perm)
+    p_jac = signature_jaccard(F.col("pa_signature"), F.col("pb_signature"), conf.num_perm)
     p_cos = F.coalesce(_cosine(F.col("pa_vector"), F.col("pb_vector")), F.lit(0.0))
     same_prompt = F.col("pa_text_hash") == F.col("pb_text_hash")
     both_uninformative = ~F.col("pa_informative") & ~F.col("pb_informative")
