@@ -70,8 +70,11 @@ _WORD = re.compile(r"[^\W_]+")
 
 def is_trivial(text: str, min_chars: int) -> bool:
     """True when a canonical text carries no information: too short, or only greetings/thanks/sign-offs."""
-    if len(text) < min_chars:
-        return True
+    return len(text) < min_chars or filler_only(text)
+
+
+def filler_only(text: str) -> bool:
+    """True when a canonical text has no word outside TRIVIAL_WORDS (rule (b) above; no words at all counts)."""
     words = _WORD.findall(text.casefold().replace("'", "").replace("\u2019", ""))
     return all(w in TRIVIAL_WORDS for w in words)
 

@@ -25,6 +25,7 @@ INGEST_OBJECTS = "ingest_objects"
 EMBEDDINGS = "embeddings"
 TEXT_FEATURES = "text_features"
 EMBEDDING_LSH = "embedding_lsh"
+TURN_KEYS = "turn_keys"
 DUP_EDGES = "dup_edges"
 DUP_CLUSTERS = "dup_clusters"
 SPLITS = "splits"
@@ -129,6 +130,16 @@ EMBEDDING_LSH_SCHEMA = StructType([
     _f("pairs", ArrayType(LSH_PAIR, False), False, "embedding-LSH candidates with a larger hash, scored"),
 ])
 
+TURN_KEY = StructType([_f("hash", StringType(), False, "sha256 of the canonical turn text"),
+                       _f("chars", IntegerType(), False, "characters of the canonical text"),
+                       _f("filler", BooleanType(), False, "only greeting/thanks/sign-off words (etl.leakage)")])
+TURN_KEYS_SCHEMA = StructType([
+    _f("digest", StringType(), False, "digest of the code that computed the keys (etl.turn_keys)"),
+    _f("content_hash", StringType(), False, "conversations.content_hash the keys belong to"),
+    _f("first_user", TURN_KEY, True, "first user turn (null: none)"),
+    _f("answers", ArrayType(TURN_KEY, False), False, "distinct assistant turns"),
+])
+
 DUP_EDGES_SCHEMA = StructType([
     _f("conversation_id_a", StringType(), False, "smaller id of the pair"),
     _f("conversation_id_b", StringType(), False, "larger id of the pair"),
@@ -196,6 +207,7 @@ SCHEMAS = {
     EMBEDDINGS: EMBEDDINGS_SCHEMA,
     TEXT_FEATURES: TEXT_FEATURES_SCHEMA,
     EMBEDDING_LSH: EMBEDDING_LSH_SCHEMA,
+    TURN_KEYS: TURN_KEYS_SCHEMA,
     DUP_EDGES: DUP_EDGES_SCHEMA,
     DUP_CLUSTERS: DUP_CLUSTERS_SCHEMA,
     SPLITS: SPLITS_SCHEMA,

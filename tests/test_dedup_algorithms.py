@@ -360,7 +360,8 @@ def test_unknown_device_is_a_one_line_error_naming_the_conf_key():
 
 
 def test_batch_size_auto_is_larger_on_a_gpu_and_a_set_value_wins():
-    from etl.config import Config, validate
+    from etl.config import Config
+    from etl.config_checks import validate
     from etl.dedup.embedder import pick_batch_size
 
     assert pick_batch_size(0, "cpu") == 64 and pick_batch_size(0, "cuda") == 256  # benchmarks/gpu_workers.py

@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
-from etl import contract
+from etl import contract, turn_keys
 from etl.config import Config
 from etl.generators import hygiene
 from etl.generators import preference as pref
@@ -247,17 +247,12 @@ def pair_checks_fn(shingle_size: int) -> Callable[[Iterator[pd.DataFrame]], Iter
     return apply
 
 
-def _sft_hashes(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    for batch in batches:
-        yield hygiene.assistant_turn_hashes(batch)
-
-
-def hygiene_flags(pairs: DataFrame, conversations: DataFrame, max_jaccard: float, shingle_size: int,
+def hygiene_flags(pairs: DataFrame, sft_hashes: DataFrame, max_jaccard: float, shingle_size: int,
                   exempt: tuple) -> DataFrame:
-    """CHECKS_SCHEMA columns plus drop_reason (null = keep): the Spark form of hygiene.drop_reasons."""
+    """CHECKS_SCHEMA columns plus drop_reason (null = keep): the Spark form of hygiene.drop_reasons.
+    `sft_hashes`: distinct text_hash of every assistant turn of the conversations (turn_keys.assistant_hashes)."""
     checks = pairs.mapInPandas(pair_checks_fn(shingle_size), CHECKS_SCHEMA).persist()  # read twice below
-    sft = (conversations.select("messages").mapInPandas(_sft_hashes, "text_hash string").distinct()
-           .withColumn("in_sft", F.lit(True)))
+    sft = sft_hashes.select("text_hash").distinct().withColumn("in_sft", F.lit(True))
     splits_per_prompt = checks.groupBy("prompt_hash").agg(F.countDistinct("split").alias("prompt_splits"))
     flagged = (checks.join(splits_per_prompt, on="prompt_hash", how="left")
                .join(sft.withColumnRenamed("text_hash", "rejected_hash"), on="rejected_hash", how="left"))
@@ -313,9 +308,10 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     built = build_pair_rows(keyed, _embeddings(spark, cfg), templates, cfg,
                             model_failed="embedding_error" in prompt_vectors).persist()
     rows = cap_split_rates(built, keyed, gen.hard_negative_families, gen.hard_negative_rate_min_prompts).persist()
+    keys, key_counts = turn_keys.keys_for(spark, cfg, conversations, run_id, STAGE)
     try:
         pairs = only_pairs(rows)
-        flags = hygiene_flags(pairs, conversations, gen.pair_max_jaccard, cfg.dedup.shingle_size,
+        flags = hygiene_flags(pairs, turn_keys.assistant_hashes(keys), gen.pair_max_jaccard, cfg.dedup.shingle_size,
                               gen.rejected_sft_exempt).persist()
         kept = pairs.join(flags.where(F.col("drop_reason").isNull()).select("pair_id"), on="pair_id", how="left_semi")
         written = delta.write_table(kept, cfg, PREFERENCE_PAIRS, run_id, STAGE)
@@ -326,9 +322,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
         kept_checks = flags.where(F.col("drop_reason").isNull()).toPandas()
         flags.unpersist()
     finally:
-        rows.unpersist()
-        built.unpersist()
-        keyed.unpersist()
+        for frame in (keys, rows, built, keyed):
+            frame.unpersist()
     sft_hit = set(kept_checks.loc[kept_checks["rejected_in_sft_any"], "rejected_hash"])
     figures = hygiene.hygiene_figures(kept_checks, gen.pair_max_jaccard, sft_hit, gen.rejected_sft_exempt)
     figures["rejected_in_sft_exempt_strategies"] = int(kept_checks["rejected_in_sft_any"].sum())
@@ -338,5 +333,5 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     log.info("preference_pairs: %d pairs; by strategy/split %s; skipped %s; dropped %s; hygiene %s",
              written.rows, by_strategy_split, skips, dropped, figures)
     return {"pairs": written.rows, "changed": written.changed, "by_strategy_split": by_strategy_split,
-            "prompts_embedded": prompt_vectors.get("texts_embedded", 0),
+            "prompts_embedded": prompt_vectors.get("texts_embedded", 0), **key_counts,
             "skipped": skips, "dropped": dropped, "hygiene": figures}

@@ -42,9 +42,10 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from etl import turn_keys
 from etl.config import Config
 from etl.io import delta
-from etl.leakage import ANSWER_HASHES, PROMPT_HASH, SPLIT_HOLDOUT, format_leaks, leakage_report, with_turn_hashes
+from etl.leakage import ANSWER_HASHES, PROMPT_HASH, SPLIT_HOLDOUT, format_leaks, leakage_report
 from etl.schemas import CONVERSATIONS, DUP_CLUSTERS, DUP_EDGES, SPLITS
 from etl.split_balance import place_groups, singleton_quotas
 from etl.stages.sessions import FAMILY as LONG_RUNNING_FAMILY
@@ -331,7 +332,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     edges = delta.read_table(spark, cfg, DUP_EDGES)
     clusters = delta.read_table(spark, cfg, DUP_CLUSTERS)
     holdout = holdout_families(cfg)
-    keyed = with_turn_hashes(conv, conf.min_informative_chars).drop("messages").persist()
+    keys, key_counts = turn_keys.keys_for(spark, cfg, conv, run_id, STAGE)
+    keyed = turn_keys.with_turn_hashes(conv, keys, conf.min_informative_chars).drop("messages").persist()
     assigned = hashed = None
     try:
         groups, link_stats = component_groups(spark, link_keys(keyed, edges, clusters))
@@ -360,10 +362,10 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
                                f"{format_leaks(report)}.{hint}")
         result = delta.write_table(assigned, cfg, SPLITS, run_id, STAGE)
     finally:
-        for frame in (keyed, assigned, hashed):
+        for frame in (keys, keyed, assigned, hashed):
             if frame is not None:
                 frame.unpersist()
     log.info("splits per family:\n%s", format_split_counts(summary["by_family"]))
     log.info("splits: largest groups %s", summary["largest_groups"][:5])
-    return {**summary, **link_stats, "holdout_families": holdout, "holdout_families_without_rows": empty_holdout,
+    return {**summary, **link_stats, **key_counts, "holdout_families": holdout, "holdout_families_without_rows": empty_holdout,
             "leaks": leaks, "changed": result.changed, "version": result.version}
