@@ -18,6 +18,40 @@ os.environ.setdefault("ETL_SHUFFLE_PARTITIONS", "2")  # also for the `python -m 
 BOTO_BACKOFF_SCALE = 0.01
 
 
+TIERS = ("all", "default", "slow")
+TIER_HELP = ("default: leave out the slow tier (what `bash scripts/test.sh` runs); slow: only the slow tier "
+             "(whole-pipeline repeats and multi-process runs: a standalone cluster, SIGKILLed and concurrent runs, "
+             "the notebook; `bash scripts/test.sh --slow`, run by CI after the default tier); all (plain pytest)")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--tier", choices=TIERS, default="all", help=TIER_HELP)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: slow tier (see --tier); CI runs it after the default tier")
+
+
+def pytest_collection_modifyitems(config, items):
+    """--tier default / slow deselects the other tier (counted in the summary, never silently)."""
+    tier = config.getoption("--tier")
+    if tier == "all":
+        return
+    keep = [item for item in items if (item.get_closest_marker("slow") is not None) == (tier == "slow")]
+    if len(keep) < len(items):
+        kept = {id(item) for item in keep}
+        config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept])
+        config._etl_tier_note = (f"--tier {tier}: {len(items) - len(keep)} tests of the other tier left out"
+                                 + ("; the slow tier: bash scripts/test.sh --slow" if tier == "default" else ""))
+        items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    note = getattr(config, "_etl_tier_note", None)
+    if note:
+        terminalreporter.write_line(note)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def short_s3_backoff():
     """botocore's waits between retries cut to 1 % in this process: the fault tests count attempts and check what

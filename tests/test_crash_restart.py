@@ -12,6 +12,8 @@ import pytest
 
 from etl.testing.lake_check import content, history_problems, run_cli, table_state
 
+pytestmark = pytest.mark.slow  # three SIGKILLed / restarted CLI runs (~2 min)
+
 STAGES = ("inventory", "ingest")
 # Chained on one lake: each run starts from what the previous crash left (a half-written first table and a stale
 # lock; then a finished stage and a stage with one of its tables written). More points (every stage,

@@ -15,6 +15,8 @@ from etl.testing.lake_check import table_state, table_versions
 
 from lake_fixture import SAMPLE_RUN_ID, sample_lake  # noqa: F401 - shared session fixture
 
+pytestmark = pytest.mark.slow  # every stage re-run over a copy of the sample lake (~3 min)
+
 STAGES = available_stages()
 # Audit tables keyed by run id: a re-run under a new run id adds that run's rows (the same verdicts), and keeps
 # every earlier row as it was; re-running with the same run id is a no-op.

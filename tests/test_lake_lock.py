@@ -131,6 +131,7 @@ def _commits(table) -> list[dict]:
     return out
 
 
+@pytest.mark.slow  # two CLI runs (two JVMs) racing for the lake (~1 min)
 def test_two_runs_started_at_once_serialise_on_the_lock_and_leave_one_clean_table(tmp_path):
     from etl.sample_data import write_sample
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 from lake_fixture import sample_lake  # noqa: F401 - shared session fixture
+
+pytestmark = pytest.mark.slow  # the whole notebook headless in a kernel of its own (~1 min)
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "explore_lake.ipynb"

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from lake_fixture import sample_lake  # noqa: F401 - shared session fixture
 
+pytestmark = pytest.mark.slow  # a master + 2 workers and a spark-submit run (~2 min)
+
 REPO = Path(__file__).resolve().parents[1]
 TO_STAGE = os.environ.get("ETL_CLUSTER_TEST_TO_STAGE", "ingest")
 START_TIMEOUT_S = 240
