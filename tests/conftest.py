@@ -37,11 +37,12 @@ def pytest_collection_modifyitems(config, items):
     tier = config.getoption("--tier")
     if tier == "all":
         return
-    keep = [item for item in items if (item.get_closest_marker("slow") is not None) == (tier == "slow")]
-    if len(keep) < len(items):
-        kept = {id(item) for item in keep}
-        config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept])
-        config._etl_tier_note = (f"--tier {tier}: {len(items) - len(keep)} tests of the other tier left out"
+    keep, drop = [], []
+    for item in items:
+        (keep if (item.get_closest_marker("slow") is not None) == (tier == "slow") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        config._etl_tier_note = (f"--tier {tier}: {len(drop)} tests of the other tier left out"
                                  + ("; the slow tier: bash scripts/test.sh --slow" if tier == "default" else ""))
         items[:] = keep
 

@@ -368,4 +368,5 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     log.info("splits per family:\n%s", format_split_counts(summary["by_family"]))
     log.info("splits: largest groups %s", summary["largest_groups"][:5])
     return {**summary, **link_stats, **key_counts, "holdout_families": holdout,
-            "holdout_families_without_rows": empty_holdout, "leaks": leaks, "changed": result.changed, "version": result.version}
+            "holdout_families_without_rows": empty_holdout, "leaks": leaks, "changed": result.changed,
+            "version": result.version}
