@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from etl.dedup.udfs import EMBED_OUT_SCHEMA
@@ -54,3 +56,82 @@ def test_a_changed_table_is_computed_once_for_fingerprint_and_write(spark, make_
     second = delta.write_table(rows("empty").mapInPandas(counted, schema), cfg, QUARANTINE, "r2", "ingest")
     assert second.changed and seen.value == 5  # fingerprint + overwrite read one materialisation
     assert {r.reason for r in delta.read_table(spark, cfg, QUARANTINE).collect()} == {"empty"}
+
+
+def _quarantine_rows(spark, reason: str, families=("f",), n: int = 5):
+    schema = delta.SCHEMAS[QUARANTINE]
+    template = {f.name: None for f in schema.fields}
+    data = [{**template, "source_uri": f"s3://b/{fam}/k{i}", "reason": reason, "family": fam, "ingest_run_id": "r",
+             "source_locator": str(i), "raw_text": "{}"} for fam in families for i in range(n)]
+    return spark.createDataFrame(pd.DataFrame(data)[[f.name for f in schema.fields]], schema)
+
+
+def _counting_fingerprints(monkeypatch) -> list:
+    calls = []
+    real = delta.fingerprint
+
+    def counted(df):
+        calls.append(df)
+        return real(df)
+
+    monkeypatch.setattr(delta, "fingerprint", counted)
+    return calls
+
+
+def test_an_unchanged_rewrite_compares_with_the_recorded_fingerprint(spark, make_config, tmp_path, monkeypatch):
+    """The second write of the same rows hashes only its input: the old table's fingerprint comes from the
+    userMetadata of the commit that wrote it, not from reading the table again."""
+    cfg = make_config(raw_root=str(tmp_path))
+    calls = _counting_fingerprints(monkeypatch)
+    first = delta.write_table(_quarantine_rows(spark, "bad_json"), cfg, QUARANTINE, "r1", "ingest")
+    recorded = delta.recorded_fingerprint(spark, cfg.table_path(QUARANTINE),
+                                          delta._slice_stamp(list(delta.SCHEMAS[QUARANTINE].names), None))
+    assert first.changed and len(calls) == 1 and recorded is not None and recorded[0] == 5
+    again = delta.write_table(_quarantine_rows(spark, "bad_json"), cfg, QUARANTINE, "r2", "ingest")
+    assert not again.changed and len(calls) == 2  # one fingerprint: the input's
+    changed = delta.write_table(_quarantine_rows(spark, "empty"), cfg, QUARANTINE, "r3", "ingest")
+    assert changed.changed and len(calls) == 3
+    assert delta.current_version(spark, cfg.table_path(QUARANTINE)) == 1
+
+
+def test_a_table_changed_by_another_commit_is_hashed_again(spark, make_config, tmp_path, monkeypatch):
+    """A DELETE after the last write makes the recorded fingerprint stale: the old table is read and hashed, so
+    writing the originally recorded rows again is a change, not a no-op."""
+    from delta.tables import DeltaTable
+
+    cfg = make_config(raw_root=str(tmp_path))
+    path = cfg.table_path(QUARANTINE)
+    delta.write_table(_quarantine_rows(spark, "bad_json"), cfg, QUARANTINE, "r1", "ingest")
+    DeltaTable.forPath(spark, path).delete("source_locator = '0'")
+    calls = _counting_fingerprints(monkeypatch)
+    restored = delta.write_table(_quarantine_rows(spark, "bad_json"), cfg, QUARANTINE, "r2", "ingest")
+    assert restored.changed and len(calls) == 2  # the input and the table as the DELETE left it
+    assert delta.read_table(spark, cfg, QUARANTINE).count() == 5
+
+
+def test_slice_writes_trust_only_a_record_of_the_same_slice(spark, make_config, tmp_path, monkeypatch):
+    cfg = make_config(raw_root=str(tmp_path))
+    both = _quarantine_rows(spark, "bad_json", families=("a", "b"))
+    delta.write_table(both, cfg, QUARANTINE, "r1", "ingest")
+    calls = _counting_fingerprints(monkeypatch)
+    b_changed = _quarantine_rows(spark, "empty", families=("b",))
+    assert delta.write_table(b_changed, cfg, QUARANTINE, "r2", "ingest", replace_where="family = 'b'").changed
+    assert len(calls) == 2  # the last commit covered the whole table, not slice b: hashed
+    a_same = _quarantine_rows(spark, "bad_json", families=("a",))
+    assert not delta.write_table(a_same, cfg, QUARANTINE, "r3", "ingest", replace_where="family = 'a'").changed
+    assert len(calls) == 4  # the last commit wrote slice b: slice a is hashed from the table
+    assert not delta.write_table(b_changed, cfg, QUARANTINE, "r4", "ingest", replace_where="family = 'b'").changed
+    assert len(calls) == 5  # the last commit wrote slice b: its record is used
+    assert sorted((r.family, r.reason) for r in delta.read_table(spark, cfg, QUARANTINE).collect()) == (
+        [("a", "bad_json")] * 5 + [("b", "empty")] * 5)
+
+
+def test_a_foreign_or_unreadable_user_metadata_is_not_trusted(spark, make_config, tmp_path):
+    cfg = make_config(raw_root=str(tmp_path))
+    path = cfg.table_path(QUARANTINE)
+    stamp = delta._slice_stamp(list(delta.SCHEMAS[QUARANTINE].names), None)
+    for meta in ("not json", '["a list"]', json.dumps({"fingerprint": [5, 1, 2], "fingerprint_of": "other"}),
+                 json.dumps({"fingerprint": "x", "fingerprint_of": stamp})):
+        _quarantine_rows(spark, "bad_json").write.format("delta").mode("overwrite").option(
+            "userMetadata", meta).save(path)
+        assert delta.recorded_fingerprint(spark, path, stamp) is None, meta

@@ -78,6 +78,7 @@ def history(spark: SparkSession, path: str, up_to_version: int | None = None) ->
 
 
 RUN_ID_COLUMNS = ("ingest_run_id", "run_id")
+FINGERPRINT_KEY, STAMP_KEY = "fingerprint", "fingerprint_of"  # in the userMetadata of each write_table commit
 
 
 def fingerprint(df: DataFrame) -> tuple[int, int, int]:
@@ -119,7 +120,9 @@ def write_table(
 ) -> WriteResult:
     """Overwrite a table (or exactly the slice `replace_where` owns) unless its content is already identical.
 
-    Comparing content fingerprints makes a re-run on the same input a no-op: no new Delta version.
+    Comparing content fingerprints makes a re-run on the same input a no-op: no new Delta version. Each write
+    records its fingerprint in the commit's userMetadata, so the next write compares against that instead of
+    reading and hashing the whole old table again (`recorded_fingerprint` says when the record can be trusted).
     """
     path = cfg.table_path(name)
     df = with_comments(df.select(*[f.name for f in SCHEMAS[name].fields]) if name in SCHEMAS else df, name)
@@ -132,21 +135,52 @@ def write_table(
         df.unpersist()
 
 
+def _slice_stamp(columns: list[str], replace_where: str | None) -> str:
+    """What a recorded fingerprint covers: the columns it hashed and the slice (replaceWhere) it replaced."""
+    return json.dumps({"columns": sorted(c for c in columns if c not in RUN_ID_COLUMNS), "slice": replace_where or ""},
+                      sort_keys=True)
+
+
+def recorded_fingerprint(spark: SparkSession, path: str, stamp: str) -> tuple[int, int, int] | None:
+    """The fingerprint the table's latest commit recorded, when that commit is a `write_table` overwrite of the
+    same columns and slice: the table (slice) then holds exactly what was fingerprinted. Any other latest commit
+    (a MERGE, DELETE or UPDATE, another slice, a write by another tool or by an older version of this code) gives
+    None, and the caller fingerprints the table itself."""
+    from delta.tables import DeltaTable
+
+    row = DeltaTable.forPath(spark, path).history(1).select("operation", "userMetadata").first()
+    if row is None or row["operation"] != "WRITE" or not row["userMetadata"]:
+        return None
+    try:
+        meta = json.loads(row["userMetadata"])
+    except ValueError:
+        return None
+    fp = meta.get(FINGERPRINT_KEY) if isinstance(meta, dict) else None
+    if not isinstance(fp, list) or len(fp) != 3 or not all(isinstance(v, int) for v in fp):
+        return None
+    return (fp[0], fp[1], fp[2]) if meta.get(STAMP_KEY) == stamp else None
+
+
 def _write_if_changed(df: DataFrame, cfg: Config, name: str, path: str, run_id: str, stage: str,
                       replace_where: str | None, partition_by: tuple[str, ...]) -> WriteResult:
     spark = df.sparkSession
     new_fp = fingerprint(df)
     exists = table_exists(spark, path)
+    stamp = _slice_stamp(df.columns, replace_where)
     if exists:
-        old = spark.read.format("delta").load(path)
-        if replace_where:
-            old = old.where(replace_where)
-        if fingerprint(old.select(*df.columns)) == new_fp:
+        old_fp = recorded_fingerprint(spark, path, stamp)
+        if old_fp is None:  # not recorded by the last commit: read the table (slice) and hash it
+            old = spark.read.format("delta").load(path)
+            if replace_where:
+                old = old.where(replace_where)
+            old_fp = fingerprint(old.select(*df.columns))
+        if old_fp == new_fp:
             log.info("%s: content unchanged (%d rows), no new version", name, new_fp[0])
             register_table(spark, cfg, name)
             return WriteResult(name, None, new_fp[0], False)
+    extra = {"rows": new_fp[0], FINGERPRINT_KEY: list(new_fp), STAMP_KEY: stamp}
     writer = (df.write.format("delta").mode("overwrite")
-              .option("userMetadata", _user_metadata(run_id, stage, cfg, {"rows": new_fp[0]})))
+              .option("userMetadata", _user_metadata(run_id, stage, cfg, extra)))
     if replace_where and exists:
         writer = writer.option("replaceWhere", replace_where)
     if partition_by:
