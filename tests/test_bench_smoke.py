@@ -101,6 +101,7 @@ def _char_shingles(text: str) -> frozenset:
 
 
 @needs_corpus
+@pytest.mark.slow  # benchmark tooling, 20-30 s: the slow tier (CI runs both tiers)
 def test_novel_conversations_past_the_real_pool_are_not_copies_of_each_other(pool):
     """Past ~6.6k conversations the real pool is used up and rows are recombined; drawn with replacement, a 30k
     corpus had 2,828 answer pairs at char-5-gram Jaccard >= 0.7 and 10.5k such prompt pairs between rows its
@@ -124,6 +125,7 @@ def test_novel_conversations_past_the_real_pool_are_not_copies_of_each_other(poo
 
 
 @needs_corpus
+@pytest.mark.slow  # benchmark tooling, 20-30 s: the slow tier (CI runs both tiers)
 def test_novel_sessions_share_no_supporter_turn_that_would_chain_split_groups(pool):
     """The splits stage links rows sharing an informative assistant turn (or first user turn). One-sentence
     supporter turns taken whole from the sentence stream recurred across sessions: at 20k base rows the multi-turn
@@ -215,6 +217,7 @@ def _edit_distance(a: str, b: str, band: int = 80) -> int:
     return prev.get(len(b), big)
 
 
+@pytest.mark.slow  # benchmark tooling, 20-30 s: the slow tier (CI runs both tiers)
 def test_mllib_baseline_past_its_time_limit_is_cancelled_and_reported_as_a_lower_bound(spark, make_config, tmp_path):
     import pandas as pd
     from test_splits import conv, write_lake

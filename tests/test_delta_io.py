@@ -102,7 +102,14 @@ def test_a_table_changed_by_another_commit_is_hashed_again(spark, make_config, t
     cfg = make_config(raw_root=str(tmp_path))
     path = cfg.table_path(QUARANTINE)
     delta.write_table(_quarantine_rows(spark, "bad_json"), cfg, QUARANTINE, "r1", "ingest")
-    DeltaTable.forPath(spark, path).delete("source_locator = '0'")
+    # the DELETE carries the write's userMetadata (fingerprint included): only its operation tells it apart
+    meta = DeltaTable.forPath(spark, path).history(1).select("userMetadata").first()[0]
+    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", meta)
+    try:
+        DeltaTable.forPath(spark, path).delete("source_locator = '0'")
+    finally:
+        spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+    assert DeltaTable.forPath(spark, path).history(1).select("userMetadata").first()[0] == meta
     calls = _counting_fingerprints(monkeypatch)
     restored = delta.write_table(_quarantine_rows(spark, "bad_json"), cfg, QUARANTINE, "r2", "ingest")
     assert restored.changed and len(calls) == 2  # the input and the table as the DELETE left it
@@ -131,7 +138,12 @@ def test_a_foreign_or_unreadable_user_metadata_is_not_trusted(spark, make_config
     path = cfg.table_path(QUARANTINE)
     stamp = delta._slice_stamp(list(delta.SCHEMAS[QUARANTINE].names), None)
     for meta in ("not json", '["a list"]', json.dumps({"fingerprint": [5, 1, 2], "fingerprint_of": "other"}),
-                 json.dumps({"fingerprint": "x", "fingerprint_of": stamp})):
+                 json.dumps({"fingerprint": "x", "fingerprint_of": stamp}),
+                 json.dumps({"fingerprint": [5, True, 2], "fingerprint_of": stamp}),
+                 json.dumps({"fingerprint": [6, 1, 2], "fingerprint_of": stamp})):  # the commit wrote 5 rows
         _quarantine_rows(spark, "bad_json").write.format("delta").mode("overwrite").option(
             "userMetadata", meta).save(path)
         assert delta.recorded_fingerprint(spark, path, stamp) is None, meta
+    valid = json.dumps({"fingerprint": [5, 1, 2], "fingerprint_of": stamp})
+    _quarantine_rows(spark, "bad_json").write.format("delta").mode("overwrite").option("userMetadata", valid).save(path)
+    assert delta.recorded_fingerprint(spark, path, stamp) == (5, 1, 2)  # the same checks accept a well-formed record

@@ -148,7 +148,8 @@ def recorded_fingerprint(spark: SparkSession, path: str, stamp: str) -> tuple[in
     None, and the caller fingerprints the table itself."""
     from delta.tables import DeltaTable
 
-    row = DeltaTable.forPath(spark, path).history(1).select("operation", "userMetadata").first()
+    row = (DeltaTable.forPath(spark, path).history(1).select("operation", "userMetadata", "operationMetrics")
+           .first())
     if row is None or row["operation"] != "WRITE" or not row["userMetadata"]:
         return None
     try:
@@ -156,7 +157,12 @@ def recorded_fingerprint(spark: SparkSession, path: str, stamp: str) -> tuple[in
     except ValueError:
         return None
     fp = meta.get(FINGERPRINT_KEY) if isinstance(meta, dict) else None
-    if not isinstance(fp, list) or len(fp) != 3 or not all(isinstance(v, int) for v in fp):
+    if not isinstance(fp, list) or len(fp) != 3 or not all(type(v) is int for v in fp):
+        return None
+    # what the commit wrote must be what was hashed: a persisted input recomputed differently (a lost cache block
+    # on a cluster) would otherwise be vouched for by a fingerprint of other rows
+    written = dict(row["operationMetrics"] or {}).get("numOutputRows")
+    if written is not None and str(written) != str(fp[0]):
         return None
     return (fp[0], fp[1], fp[2]) if meta.get(STAMP_KEY) == stamp else None
 
