@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from etl.config import load_config  # noqa: E402
+from etl.bench.run import bench_config  # noqa: E402
 from etl.io import delta  # noqa: E402
 from etl.schemas import CONVERSATIONS, DUP_EDGES, PREFERENCE_PAIRS, SPLITS  # noqa: E402
 from etl.spark import get_spark  # noqa: E402
@@ -55,10 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
-    (work / "raw").mkdir(parents=True)
-    cfg = load_config("conf/shared_corpus.yaml", [f"raw_root={work / 'raw'}", f"lake_root={work / 'lake'}",
-                                                  f"release_dir={work / 'release'}", "database=write_fp",
-                                                  "upload=false"])
+    (work / "corpus" / "raw").mkdir(parents=True)
+    cfg = bench_config("conf/shared_corpus.yaml", work, 0, ["database=write_fp"])
     spark = get_spark("write-fingerprint")
     report = {}
     for name in TABLES:

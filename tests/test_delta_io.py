@@ -11,6 +11,14 @@ from etl.io import delta
 from etl.schemas import EMBEDDINGS, QUARANTINE
 
 
+def _quarantine_rows(spark, reason: str, families=("f",), n: int = 5):
+    schema = delta.SCHEMAS[QUARANTINE]
+    template = {f.name: None for f in schema.fields}
+    data = [{**template, "source_uri": f"s3://b/{fam}/k{i}", "reason": reason, "family": fam, "ingest_run_id": "r",
+             "source_locator": str(i), "raw_text": "{}"} for fam in families for i in range(n)]
+    return spark.createDataFrame(pd.DataFrame(data)[[f.name for f in schema.fields]], schema)
+
+
 def test_new_cache_rows_run_their_udf_once(spark, make_config, tmp_path):
     """merge_new_rows materialises its input: the embedding UDF runs once per new row, not for the count and
     again for each read of the MERGE (it ran 2-3 times per text before)."""
@@ -44,26 +52,12 @@ def test_a_changed_table_is_computed_once_for_fingerprint_and_write(spark, make_
             seen.add(len(batch))
             yield batch
 
-    def rows(reason):
-        template = {f.name: None for f in schema.fields}
-        data = [{**template, "source_uri": f"s3://b/k{i}", "reason": reason, "family": "f", "ingest_run_id": "r",
-                 "source_locator": str(i), "raw_text": "{}"} for i in range(5)]
-        return spark.createDataFrame(pd.DataFrame(data)[[f.name for f in schema.fields]], schema)
-
-    first = delta.write_table(rows("bad_json").mapInPandas(counted, schema), cfg, QUARANTINE, "r1", "ingest")
+    first = delta.write_table(_quarantine_rows(spark, "bad_json").mapInPandas(counted, schema), cfg, QUARANTINE, "r1", "ingest")
     assert first.changed and seen.value == 5
     seen.value = 0
-    second = delta.write_table(rows("empty").mapInPandas(counted, schema), cfg, QUARANTINE, "r2", "ingest")
+    second = delta.write_table(_quarantine_rows(spark, "empty").mapInPandas(counted, schema), cfg, QUARANTINE, "r2", "ingest")
     assert second.changed and seen.value == 5  # fingerprint + overwrite read one materialisation
     assert {r.reason for r in delta.read_table(spark, cfg, QUARANTINE).collect()} == {"empty"}
-
-
-def _quarantine_rows(spark, reason: str, families=("f",), n: int = 5):
-    schema = delta.SCHEMAS[QUARANTINE]
-    template = {f.name: None for f in schema.fields}
-    data = [{**template, "source_uri": f"s3://b/{fam}/k{i}", "reason": reason, "family": fam, "ingest_run_id": "r",
-             "source_locator": str(i), "raw_text": "{}"} for fam in families for i in range(n)]
-    return spark.createDataFrame(pd.DataFrame(data)[[f.name for f in schema.fields]], schema)
 
 
 def _counting_fingerprints(monkeypatch) -> list:
