@@ -93,3 +93,58 @@ def test_hostile_texts_do_not_crash_or_glue_a_giant_cluster(spark, make_config, 
     assert kinds.get("duplicate", 0) == 0
     assert counts["template_buckets_dropped"] > 0 or counts.get("edges_related", 0) > 0
 
+
+
+def test_classify_edges_follows_the_prompt_rules(spark):
+    """Answer pairs are duplicates when the prompts are the same text, both uninformative, lexically near, or
+    semantically near with the Jaccard floor; else related. Prompt pairs stay related unless the answer side of the
+    same two conversations is a duplicate. A conversation without a prompt row is never a duplicate."""
+    from etl.config import DedupConf
+
+    conf = DedupConf(num_perm=10, jaccard_threshold=0.7, cosine_threshold=0.9, semantic_jaccard_floor=0.2)
+    base = list(range(10))
+
+    def sig(equal: int, offset: int) -> list[int]:  # `equal` of 10 positions shared with `base`
+        return base[:equal] + [offset + i for i in range(10 - equal)]
+
+    unit = [1.0] + [0.0] * 3
+    tilted = [0.95, 0.31224989991992, 0.0, 0.0]  # cosine 0.95 with `unit`
+    away = [0.0, 1.0, 0.0, 0.0]  # cosine 0 with `unit`
+    prompts = {  # conversation -> (prompt text hash, informative, signature, vector)
+        "c1": ("P1", True, base, unit), "c2": ("P1", True, base, unit),
+        "c3": ("U3", False, sig(0, 300), None), "c4": ("U4", False, sig(0, 400), None),
+        "c5": ("L5", True, base, away), "c6": ("L6", True, sig(8, 600), unit),
+        "c7": ("S7", True, base, unit), "c8": ("S8", True, sig(3, 800), tilted),
+        "c9": ("F9", True, base, unit), "c10": ("F10", True, sig(1, 1000), tilted),
+        "c11": ("W11", True, base, unit), "c12": ("W12", True, sig(1, 1200), unit),
+        "c13": ("X13", True, base, unit),  # c14 has no prompt row
+    }
+    features = spark.createDataFrame(
+        [(c, "prompt", h, inf, s) for c, (h, inf, s, _) in prompts.items()],
+        "conversation_id string, field string, text_hash string, informative boolean, signature array<bigint>")
+    sigs = features.select("text_hash", "signature").dropDuplicates(["text_hash"])
+    by_hash = {h: v for h, _, _, v in prompts.values() if v is not None}
+    vectors = spark.createDataFrame(sorted(by_hash.items()), "text_hash string, vector array<double>")
+    answer_pairs = [("c1", "c2"), ("c3", "c4"), ("c5", "c6"), ("c7", "c8"), ("c9", "c10"), ("c11", "c12"),
+                    ("c13", "c14")]
+    prompt_pairs = [("c1", "c2"), ("c9", "c10"), ("c15", "c16")]
+    best = spark.createDataFrame(
+        [("answer", a, b, 0.8, 0.95, "minhash") for a, b in answer_pairs]
+        + [("prompt", a, b, 0.9, 0.97, "embedding") for a, b in prompt_pairs],
+        "field string, a string, b string, jaccard double, cosine double, source string")
+
+    got = sorted((r["conversation_id_a"], r["conversation_id_b"], r["kind"], r["field"])
+                 for r in dedup.classify_edges(best, features, sigs, vectors, conf).collect())
+
+    duplicate, related = ("duplicate", "conversation"), ("related", "answer")
+    assert got == sorted([
+        ("c1", "c2", *duplicate),  # the same prompt text; its prompt pair is dropped (already a duplicate)
+        ("c3", "c4", *duplicate),  # both prompts uninformative
+        ("c5", "c6", *duplicate),  # Jaccard 0.8 >= 0.7 although the vectors point apart
+        ("c7", "c8", *duplicate),  # cosine 0.95 >= 0.9 and Jaccard 0.3 >= the 0.2 floor
+        ("c9", "c10", *related),  # cosine 0.95 but Jaccard 0.1 under the floor
+        ("c9", "c10", "related", "prompt"),  # not a duplicate on the answer side: the prompt pair stays
+        ("c11", "c12", *related),  # the same vector, Jaccard 0.1
+        ("c13", "c14", *related),  # c14 has no prompt row
+        ("c15", "c16", "related", "prompt"),
+    ])

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from etl.config import Config, DedupConf
@@ -119,34 +119,47 @@ def conversation_pairs(text_pairs: DataFrame, features: DataFrame) -> DataFrame:
                          "jaccard", "cosine", "source").where(F.col("a") != F.col("b"))
 
 
-def classify_edges(pairs: DataFrame, features: DataFrame, vectors: DataFrame, conf: DedupConf) -> DataFrame:
-    """Answer-side pairs become duplicates when their prompts also match; everything else is related."""
-    best = (pairs.groupBy("field", "a", "b").agg(
+def best_pairs(pairs: DataFrame) -> DataFrame:
+    """One row per (field, a, b): the best Jaccard and cosine over its text pairs and the sources that found it."""
+    return (pairs.groupBy("field", "a", "b").agg(
         F.max("jaccard").alias("jaccard"), F.max("cosine").alias("cosine"),
         F.array_join(F.array_sort(F.collect_set("source")), "+").alias("source")))
-    prompts = features.where(F.col("field") == FIELD_PROMPT).join(vectors, "text_hash", how="left").select(
-        "conversation_id", "text_hash", "informative", "signature", "vector")
-    pa = prompts.select(*[F.col(c).alias(f"pa_{c}") for c in prompts.columns])
-    pb = prompts.select(*[F.col(c).alias(f"pb_{c}") for c in prompts.columns])
-    answers = (best.where(F.col("field") == FIELD_ANSWER)
-               .join(pa, F.col("a") == F.col("pa_conversation_id"), how="left")
-               .join(pb, F.col("b") == F.col("pb_conversation_id"), how="left"))
-    p_jac = signature_jaccard(F.col("pa_signature"), F.col("pb_signature"), conf.num_perm)
-    p_cos = F.coalesce(_cosine(F.col("pa_vector"), F.col("pb_vector")), F.lit(0.0))
-    same_prompt = F.col("pa_text_hash") == F.col("pb_text_hash")
+
+
+def classify_edges(best: DataFrame, features: DataFrame, sigs: DataFrame, vectors: DataFrame, conf: DedupConf
+                   ) -> DataFrame:
+    """Answer-side pairs become duplicates when their prompts also match; everything else is related.
+
+    `best` (best_pairs, read twice: cache it). Prompts match when they are the same text, both carry no
+    information, or are near by `near_condition`. Only the distinct pairs of different prompt texts are scored,
+    against the signatures and vectors by text hash (as `verify_text_pairs` scores candidates): the prompts'
+    signatures and vectors are not carried to every answer pair on both sides. A prompt pair is kept as related
+    unless the same two conversations are duplicates on the answer side (one window, not a second pass).
+    """
+    prompts = features.where(F.col("field") == FIELD_PROMPT).select("conversation_id", "text_hash", "informative")
+    pa = prompts.select(F.col("conversation_id").alias("a"), F.col("text_hash").alias("pa_hash"),
+                        F.col("informative").alias("pa_informative"))
+    pb = prompts.select(F.col("conversation_id").alias("b"), F.col("text_hash").alias("pb_hash"),
+                        F.col("informative").alias("pb_informative"))
+    lo, hi = F.least("pa_hash", "pb_hash"), F.greatest("pa_hash", "pb_hash")
+    answers = (best.where(F.col("field") == FIELD_ANSWER).join(pa, "a", how="left").join(pb, "b", how="left")
+               .withColumn("ph1", lo).withColumn("ph2", hi))
+    prompt_pairs = (answers.where(F.col("ph1") != F.col("ph2"))
+                    .select(F.lit(FIELD_PROMPT).alias("field"), F.col("ph1").alias("h1"), F.col("ph2").alias("h2"),
+                            F.lit(SOURCE_MINHASH).alias("source")).distinct())
+    scored = verify_text_pairs(prompt_pairs, sigs, vectors, conf).select(
+        F.col("h1").alias("ph1"), F.col("h2").alias("ph2"), F.col("near").alias("prompt_near"))
+    same_prompt = F.col("pa_hash") == F.col("pb_hash")
     both_uninformative = ~F.col("pa_informative") & ~F.col("pb_informative")
-    prompt_near = (p_jac >= conf.jaccard_threshold) | ((p_cos >= conf.cosine_threshold) & (
-        p_jac >= conf.semantic_jaccard_floor))
-    is_dup = F.coalesce(same_prompt | both_uninformative | prompt_near, F.lit(False))
-    answer_edges = answers.select(
+    is_dup = F.coalesce(same_prompt | both_uninformative | F.col("prompt_near"), F.lit(False))
+    answer_edges = answers.join(scored, ["ph1", "ph2"], how="left").select(
         "a", "b", F.when(is_dup, KIND_DUPLICATE).otherwise(KIND_RELATED).alias("kind"),
         "jaccard", "cosine", "source", F.when(is_dup, FIELD_CONVERSATION).otherwise(FIELD_ANSWER).alias("field"))
-    prompt_edges = (best.where(F.col("field") == FIELD_PROMPT)
-                    .join(answer_edges.where(F.col("kind") == KIND_DUPLICATE).select("a", "b"), ["a", "b"],
-                          how="left_anti")
-                    .select("a", "b", F.lit(KIND_RELATED).alias("kind"), "jaccard", "cosine", "source",
-                            F.lit(FIELD_PROMPT).alias("field")))
-    return (answer_edges.unionByName(prompt_edges)
+    prompt_edges = best.where(F.col("field") == FIELD_PROMPT).select(
+        "a", "b", F.lit(KIND_RELATED).alias("kind"), "jaccard", "cosine", "source", F.lit(FIELD_PROMPT).alias("field"))
+    answer_dup = F.max(F.col("field") == FIELD_CONVERSATION).over(Window.partitionBy("a", "b"))
+    return (answer_edges.unionByName(prompt_edges).withColumn("_answer_dup", answer_dup)
+            .where((F.col("field") != FIELD_PROMPT) | ~F.col("_answer_dup"))
             .select(F.col("a").alias("conversation_id_a"), F.col("b").alias("conversation_id_b"), "kind",
                     F.col("jaccard").cast("double"), F.col("cosine").cast("double"), "source", "field"))
 
@@ -197,7 +210,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     verified = (verify_text_pairs(cands, sigs, vectors, conf)
                 .unionByName(scored_em.withColumn("near", near_condition(conf)))).persist()
     pairs = conversation_pairs(verified, features).unionByName(exact_pairs(features, conf.max_bucket_size))
-    edges = classify_edges(pairs, features, vectors, conf).persist()
+    best = best_pairs(pairs).persist()  # read twice by classify_edges
+    edges = classify_edges(best, features, sigs, vectors, conf).persist()
     w_edges = delta.write_table(edges, cfg, DUP_EDGES, run_id, "dedup")
     edges_written = delta.read_table(spark, cfg, DUP_EDGES)
     all_conv = delta.read_table(spark, cfg, CONVERSATIONS).select("conversation_id", "content_hash")
@@ -217,7 +231,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
            .agg(F.count("*").alias("n")).collect()},
         **cstats, "clusters_rows": w_clusters.rows,
     }
-    for df in (features, sigs, vec_bands, em_pairs, cands, verified, edges):
+    for df in (features, sigs, vec_bands, em_pairs, cands, verified, best, edges):
         df.unpersist()
     log.info("dedup: %s", counts)
     return counts
