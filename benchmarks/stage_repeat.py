@@ -1,0 +1,73 @@
+"""Named stages run again on an existing bench lake: what a rerun pays when nothing (or little) changed.
+
+    python benchmarks/stage_repeat.py --root out/bench_s9/n100000 --n 100000 --stages dedup --repeat 2 \
+        --out out/stage_repeat.json
+
+`--root` is a bench root (`python -m etl bench` writes `<out>/n<N>` with corpus/, lake/, release/). Each stage
+runs `--repeat` times in one Spark session, measured like the bench (wall, CPU, Spark jobs, shuffle). For every
+Delta table in the lake the version before and after each run is recorded: a table whose version did not move was
+rewritten with the same content (`write_table` compares fingerprints), so a run of new code on a lake written
+by old code shows whether the new code gives the same tables. The lake is written in place: copy it first when
+it must stay as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from etl.bench.run import bench_config, run_stages  # noqa: E402
+from etl.cli import new_run_id, setup_logging  # noqa: E402
+from etl.io import delta  # noqa: E402
+from etl.schemas import SCHEMAS  # noqa: E402
+from etl.spark import get_spark  # noqa: E402
+
+
+def versions(spark, cfg) -> dict[str, int | None]:
+    """Current version of every lake table (None when absent)."""
+    return {name: delta.current_version(spark, cfg.table_path(name)) for name in sorted(SCHEMAS)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", required=True, help="bench root with corpus/, lake/, release/")
+    parser.add_argument("--n", type=int, required=True, help="conversations of the bench root (names the database)")
+    parser.add_argument("--stages", default="dedup", help="comma-separated stage names, run in this order")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--conf", default="conf/shared_corpus.yaml")
+    parser.add_argument("--out", required=True, help="JSON report path")
+    args = parser.parse_args(argv)
+    setup_logging()
+    root = Path(args.root)
+    if not (root / "lake").is_dir():
+        print(f"stage_repeat: {root / 'lake'} is not a folder; pass a bench root (python -m etl bench --out DIR "
+              f"writes DIR/n<N>)", file=sys.stderr)
+        return 2
+    cfg = bench_config(args.conf, root, args.n, [])
+    spark = get_spark("etl-stage-repeat")
+    delta.register_all(spark, cfg)
+    stages = [s for s in args.stages.split(",") if s]
+    runs = []
+    for i in range(args.repeat):
+        before = versions(spark, cfg)
+        measured = run_stages(spark, cfg, stages, new_run_id(), args.n)
+        after = versions(spark, cfg)
+        moved = sorted(name for name in after if after[name] != before[name])
+        runs.append({"run": i + 1, "stages": measured, "tables_with_new_version": moved})
+        walls = {name: m["wall_s"] for name, m in measured.items()}
+        errors = {name: m["error"] for name, m in measured.items() if m.get("error")}
+        print(f"run {i + 1}: wall {walls}; tables with a new version: {moved or 'none'}"
+              + (f"; failed: {errors}" if errors else ""), flush=True)
+    report = {"root": str(root), "n": args.n, "stages": stages, "runs": runs}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
