@@ -96,9 +96,10 @@ def test_hostile_texts_do_not_crash_or_glue_a_giant_cluster(spark, make_config, 
 
 
 def test_classify_edges_follows_the_prompt_rules(spark):
-    """Answer pairs are duplicates when the prompts are the same text, both uninformative, lexically near, or
-    semantically near with the Jaccard floor; else related. Prompt pairs stay related unless the answer side of the
-    same two conversations is a duplicate. A conversation without a prompt row is never a duplicate."""
+    """Answer pairs are duplicates when the prompts are the same text, both uninformative, lexically near
+    (Jaccard >= threshold), or semantically near (cosine >= threshold and Jaccard >= floor); else related. Prompt
+    pairs stay related unless the answer side of the same two conversations is a duplicate. A conversation without
+    a prompt row is never a duplicate. Edges keep the pair's own scores and sources."""
     from etl.config import DedupConf
 
     conf = DedupConf(num_perm=10, jaccard_threshold=0.7, cosine_threshold=0.9, semantic_jaccard_floor=0.2)
@@ -113,11 +114,14 @@ def test_classify_edges_follows_the_prompt_rules(spark):
     prompts = {  # conversation -> (prompt text hash, informative, signature, vector)
         "c1": ("P1", True, base, unit), "c2": ("P1", True, base, unit),
         "c3": ("U3", False, sig(0, 300), None), "c4": ("U4", False, sig(0, 400), None),
-        "c5": ("L5", True, base, away), "c6": ("L6", True, sig(8, 600), unit),
-        "c7": ("S7", True, base, unit), "c8": ("S8", True, sig(3, 800), tilted),
+        "c5": ("L5", True, base, away), "c6": ("L6", True, sig(7, 600), unit),  # Jaccard exactly 0.7
+        "c7": ("S7", True, base, unit), "c8": ("S8", True, sig(2, 800), tilted),  # Jaccard exactly the 0.2 floor
         "c9": ("F9", True, base, unit), "c10": ("F10", True, sig(1, 1000), tilted),
         "c11": ("W11", True, base, unit), "c12": ("W12", True, sig(1, 1200), unit),
         "c13": ("X13", True, base, unit),  # c14 has no prompt row
+        "c17": ("M17", True, base, unit), "c18": ("M18", False, sig(0, 1800), None),  # one uninformative
+        "c19": ("A19", True, base, unit), "c20": ("A20", True, sig(3, 2000), away),  # Jaccard 0.3, cosine 0
+        "c21": ("N21", True, base, None), "c22": ("N22", True, sig(3, 2200), unit),  # no vector on one side
     }
     features = spark.createDataFrame(
         [(c, "prompt", h, inf, s) for c, (h, inf, s, _) in prompts.items()],
@@ -126,25 +130,36 @@ def test_classify_edges_follows_the_prompt_rules(spark):
     by_hash = {h: v for h, _, _, v in prompts.values() if v is not None}
     vectors = spark.createDataFrame(sorted(by_hash.items()), "text_hash string, vector array<double>")
     answer_pairs = [("c1", "c2"), ("c3", "c4"), ("c5", "c6"), ("c7", "c8"), ("c9", "c10"), ("c11", "c12"),
-                    ("c13", "c14")]
-    prompt_pairs = [("c1", "c2"), ("c9", "c10"), ("c15", "c16")]
+                    ("c13", "c14"), ("c17", "c18"), ("c19", "c20"), ("c21", "c22")]
+    prompt_pairs = [("c1", "c2"), ("c9", "c10"), ("c15", "c16"), ("c1", "c9"), ("c9", "c2")]
     best = spark.createDataFrame(
         [("answer", a, b, 0.8, 0.95, "minhash") for a, b in answer_pairs]
         + [("prompt", a, b, 0.9, 0.97, "embedding") for a, b in prompt_pairs],
         "field string, a string, b string, jaccard double, cosine double, source string")
 
-    got = sorted((r["conversation_id_a"], r["conversation_id_b"], r["kind"], r["field"])
-                 for r in dedup.classify_edges(best, features, sigs, vectors, conf).collect())
+    got = sorted(tuple(r) for r in dedup.classify_edges(best, features, sigs, vectors, conf).select(
+        "conversation_id_a", "conversation_id_b", "kind", "field", "jaccard", "cosine", "source").collect())
 
-    duplicate, related = ("duplicate", "conversation"), ("related", "answer")
+    def answer(a, b, kind):
+        return (a, b, kind, "conversation" if kind == "duplicate" else "answer", 0.8, 0.95, "minhash")
+
+    def prompt(a, b):
+        return (a, b, "related", "prompt", 0.9, 0.97, "embedding")
+
     assert got == sorted([
-        ("c1", "c2", *duplicate),  # the same prompt text; its prompt pair is dropped (already a duplicate)
-        ("c3", "c4", *duplicate),  # both prompts uninformative
-        ("c5", "c6", *duplicate),  # Jaccard 0.8 >= 0.7 although the vectors point apart
-        ("c7", "c8", *duplicate),  # cosine 0.95 >= 0.9 and Jaccard 0.3 >= the 0.2 floor
-        ("c9", "c10", *related),  # cosine 0.95 but Jaccard 0.1 under the floor
-        ("c9", "c10", "related", "prompt"),  # not a duplicate on the answer side: the prompt pair stays
-        ("c11", "c12", *related),  # the same vector, Jaccard 0.1
-        ("c13", "c14", *related),  # c14 has no prompt row
-        ("c15", "c16", "related", "prompt"),
+        answer("c1", "c2", "duplicate"),  # the same prompt text; its prompt pair is dropped (already a duplicate)
+        answer("c3", "c4", "duplicate"),  # both prompts uninformative
+        answer("c5", "c6", "duplicate"),  # Jaccard 0.7 = the threshold, although the vectors point apart
+        answer("c7", "c8", "duplicate"),  # cosine 0.95 >= 0.9 and Jaccard 0.2 = the floor
+        answer("c9", "c10", "related"),  # cosine 0.95 but Jaccard 0.1 under the floor
+        prompt("c9", "c10"),  # not a duplicate on the answer side: the prompt pair stays
+        answer("c11", "c12", "related"),  # the same vector, Jaccard 0.1
+        answer("c13", "c14", "related"),  # c14 has no prompt row
+        answer("c17", "c18", "related"),  # only one prompt uninformative
+        answer("c19", "c20", "related"),  # Jaccard 0.3 over the floor, but cosine 0
+        answer("c21", "c22", "related"),  # Jaccard 0.3, no vector for c21's prompt: no cosine
+        prompt("c15", "c16"),
+        prompt("c1", "c9"), prompt("c9", "c2"),  # c1 and c2 are duplicates of each other, not of c9
     ])
+
+

@@ -202,7 +202,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     vectors = vec_bands.select("text_hash", "vector")
     text_fields = features.where("informative").select("text_hash", "field").distinct()
     mh_pairs, mh_big = minhash_candidates(features, conf.max_bucket_size)
-    sigs = features.select("text_hash", "signature").dropDuplicates(["text_hash"]).persist()  # read twice below
+    # read by the embedding-LSH candidates, the candidate verification and classify_edges
+    sigs = features.select("text_hash", "signature").dropDuplicates(["text_hash"]).persist()
     lsh_params = embedding_lsh.params_key(conf, model_key(conf.embeddings), params_key(conf, bands, rows))
     em_pairs, lsh_counts = embedding_lsh.candidates(spark, cfg, text_fields, vec_bands, sigs, lsh_params, run_id)
     cands = mh_pairs.withColumn("source", F.lit(SOURCE_MINHASH)).persist()
