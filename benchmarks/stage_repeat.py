@@ -24,13 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from etl.bench.run import bench_config, run_stages  # noqa: E402
 from etl.cli import new_run_id, setup_logging  # noqa: E402
 from etl.io import delta  # noqa: E402
-from etl.schemas import SCHEMAS  # noqa: E402
 from etl.spark import get_spark  # noqa: E402
-
-
-def versions(spark, cfg) -> dict[str, int | None]:
-    """Current version of every lake table (None when absent)."""
-    return {name: delta.current_version(spark, cfg.table_path(name)) for name in sorted(SCHEMAS)}
+from etl.testing.lake_check import table_versions  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     stages = [s for s in args.stages.split(",") if s]
     runs = []
     for i in range(args.repeat):
-        before = versions(spark, cfg)
+        before = table_versions(spark, cfg)
         measured = run_stages(spark, cfg, stages, new_run_id(), args.n)
-        after = versions(spark, cfg)
-        moved = sorted(name for name in after if after[name] != before[name])
+        after = table_versions(spark, cfg)
+        moved = sorted(name for name in after if after[name] != before.get(name))
         runs.append({"run": i + 1, "stages": measured, "tables_with_new_version": moved})
         walls = {name: m["wall_s"] for name, m in measured.items()}
         errors = {name: m["error"] for name, m in measured.items() if m.get("error")}

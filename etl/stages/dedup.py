@@ -144,6 +144,7 @@ def classify_edges(best: DataFrame, features: DataFrame, sigs: DataFrame, vector
     lo, hi = F.least("pa_hash", "pb_hash"), F.greatest("pa_hash", "pb_hash")
     answers = (best.where(F.col("field") == FIELD_ANSWER).join(pa, "a", how="left").join(pb, "b", how="left")
                .withColumn("ph1", lo).withColumn("ph2", hi))
+    # verify_text_pairs carries a `source` through; the verdict is all that is read back here
     prompt_pairs = (answers.where(F.col("ph1") != F.col("ph2"))
                     .select(F.lit(FIELD_PROMPT).alias("field"), F.col("ph1").alias("h1"), F.col("ph2").alias("h2"),
                             F.lit(SOURCE_MINHASH).alias("source")).distinct())
