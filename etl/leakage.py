@@ -75,8 +75,8 @@ def is_trivial(text: str, min_chars: int) -> bool:
 
 def filler_only(text: str) -> bool:
     """True when a canonical text has no word outside TRIVIAL_WORDS (rule (b) above; no words at all counts)."""
-    words = _WORD.findall(text.casefold().replace("'", "").replace("\u2019", ""))
-    return all(w in TRIVIAL_WORDS for w in words)
+    words = _WORD.finditer(text.casefold().replace("'", "").replace("\u2019", ""))
+    return all(w.group() in TRIVIAL_WORDS for w in words)  # stops at the first informative word
 
 
 def informative_hash(text: str, min_chars: int) -> str | None:
