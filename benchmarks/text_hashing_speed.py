@@ -32,13 +32,13 @@ def best_of(fn, items, repeat: int) -> tuple[float, list]:
     return round(best, 3), out
 
 
-def read_turns(lake: str, n: int) -> list[str]:
+def read_turns(lake: str, n: int) -> tuple[int, list[str]]:
     from etl.spark import get_spark
 
     spark = get_spark("text-hashing-speed")
     rows = spark.read.format("delta").load(os.path.join(lake, "conversations")).select("messages").limit(n).collect()
     spark.stop()
-    return [m["content"] for r in rows for m in r["messages"]]
+    return len(rows), [m["content"] for r in rows for m in r["messages"]]
 
 
 def main(argv=None) -> int:
@@ -48,8 +48,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", help="JSON report path")
     args = ap.parse_args(argv)
-    turns = read_turns(args.lake, args.n)
-    report = {"lake": args.lake, "conversations": args.n, "turns": len(turns),
+    n_rows, turns = read_turns(args.lake, args.n)
+    report = {"lake": args.lake, "conversations": n_rows, "turns": len(turns),
               "chars": sum(map(len, turns)), "seconds": {}}
     canon = None
     for name, fast, ref, items in (("canonical_text", contract.canonical_text, reference.canonical_text, turns),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 import time
 
 from etl.contract import canonical_text, strip_html
@@ -32,13 +34,12 @@ def test_many_unterminated_openers_stay_linear():
 def _tricky_texts(n: int, seed: int = 5) -> list[str]:
     """Random mixes of every whitespace character, markup, entities and combining marks (seeded)."""
     import random
-    import re
-    import sys
 
     spaces = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF and re.match(r"\s", chr(c))]
     pieces = [*spaces, "a", "e", "Z", "\u0301", "\u0327", "\u00e9", "<b>", "</p>", "<br/>", "<!-- x -->", "<3",
               "&amp;", "&nbsp;", "&#769;", "&#x301;", "&lt;i&gt;", "&", "<", ">", "I'm", "don\u2019t", "hi", "\u200b",
-              "\ufeff", "<style>p{}</style>", "\u1100\u1161", "\u212b", " ", "  ", "\t\n"]
+              "\ufeff", "<style>p{}</style>", "\u1100\u1161", "\u212b", " ", "  ", "\t\n", "\ud800", "\udfff",
+              "&#xd800;", "&#x85;"]
     rng = random.Random(seed)
     return [*spaces, *["".join(rng.choice(pieces) for _ in range(rng.randint(0, 12))) for _ in range(n)]]
 
@@ -47,6 +48,8 @@ def test_canonical_text_equals_its_definition_on_whitespace_markup_entities_and_
     """The fast canonical_text (str.split, one NFC pass when nothing changed) gives the definition's output."""
     from etl.testing import reference
 
+    # the fast path splits on str.isspace, the definition on `\s`: the two must name the same characters
+    assert all(bool(re.match(r"\s", chr(c))) == chr(c).isspace() for c in range(sys.maxunicode + 1))
     texts = _tricky_texts(20_000)
     assert len(texts) > 20_020  # every Unicode whitespace character alone, then the mixes
     got = [canonical_text(t) for t in texts]
