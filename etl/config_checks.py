@@ -43,6 +43,8 @@ def validate(cfg: Config, check_paths: bool = True) -> Config:
         raise ConfigError("dedup.embeddings.precision: use auto, fp32, bf16, fp16 or int8")
     if cfg.dedup.embeddings.batch_size < 0:
         raise ConfigError("dedup.embeddings.batch_size: must be >= 0 (0 picks 64 on CPU, 256 on a GPU)")
+    if cfg.dedup.embeddings.driver_max_texts < 0:
+        raise ConfigError("dedup.embeddings.driver_max_texts: must be >= 0 (0: every missing text in Spark tasks)")
     if not 0 < cfg.dedup.jaccard_threshold < 1:
         raise ConfigError("dedup.jaccard_threshold: must be between 0 and 1")
     if check_paths and cfg.raw_root and not is_s3(cfg.raw_root) and not os.path.isdir(cfg.raw_root):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from test_splits import conv, write_lake
 
+from etl.config import ConfigError
 from etl.io import delta
 from etl.schemas import DUP_CLUSTERS, DUP_EDGES
 from etl.stages import dedup
@@ -163,3 +165,29 @@ def test_classify_edges_follows_the_prompt_rules(spark):
     ])
 
 
+
+
+def test_a_few_missing_texts_are_embedded_in_the_driver_with_the_vectors_tasks_give(spark, make_config, tmp_path):
+    """Up to dedup.embeddings.driver_max_texts missing texts are embedded in the driver process (no Python worker
+    loads the model for them); above it in Spark tasks; the vectors agree and both land in the cache."""
+    import numpy as np
+
+    texts = spark.createDataFrame([(f"h{i}", t) for i, t in enumerate([Q, A, A_OTHER, Q2])],
+                                  "text_hash string, text string")
+    got = {}
+    for path, limit in (("tasks", 3), ("driver", 4)):  # 4 missing texts: over 3 in tasks, up to 4 in the driver
+        cfg = make_config(raw_root=str(tmp_path), lake_root=str(tmp_path / path),
+                          dedup__embeddings__driver_max_texts=limit)
+        vectors, counts = dedup.embed_missing(spark, cfg, texts, "r1")
+        assert counts == {"texts_embedded": 4, "texts_from_cache": 0, "embedded_in": path}
+        got[path] = {r["text_hash"]: np.array(r["vector"]) for r in vectors.collect()}
+        more = texts.union(spark.createDataFrame([("h9", A2)], texts.schema))
+        _, again = dedup.embed_missing(spark, cfg, more, "r2")
+        assert again == {"texts_embedded": 1, "texts_from_cache": 4, "embedded_in": "driver"}
+    assert set(got["tasks"]) == set(got["driver"]) == {"h0", "h1", "h2", "h3"}
+    for h, v in got["tasks"].items():
+        assert float(np.dot(v, got["driver"][h])) > 0.999, h
+        assert abs(float(np.linalg.norm(v)) - 1.0) < 1e-3
+    assert float(np.dot(got["driver"]["h0"], got["driver"]["h3"])) < 0.9  # different questions stay apart
+    with pytest.raises(ConfigError, match="dedup.embeddings.driver_max_texts"):
+        make_config(raw_root=str(tmp_path), dedup__embeddings__driver_max_texts=-1)

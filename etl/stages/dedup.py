@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from etl.config import Config, DedupConf
+from etl.config import Config, DedupConf, EmbeddingConf
 from etl.dedup import clusters, embedding_lsh, udfs
 from etl.dedup.embedder import model_key, pick_batch_size, pick_device
 from etl.dedup.features import cached_features, params_key, signature_jaccard
@@ -165,6 +167,17 @@ def classify_edges(best: DataFrame, features: DataFrame, sigs: DataFrame, vector
                     F.col("jaccard").cast("double"), F.col("cosine").cast("double"), "source", "field"))
 
 
+def embed_on_driver(spark: SparkSession, texts: DataFrame, conf: EmbeddingConf, key: str) -> DataFrame:
+    """EMBED_OUT_SCHEMA rows for a few texts (text_hash, text), embedded in this process: the model loads once
+    here instead of once per Python worker of the Spark tasks (EmbeddingConf.driver_max_texts)."""
+    from etl.dedup.embedder import embed_texts
+
+    pdf = texts.select("text_hash", "text").toPandas()
+    vectors = embed_texts(pdf["text"].fillna("").tolist(), conf)
+    rows = pd.DataFrame({"text_hash": pdf["text_hash"], "model": key, "vector": list(vectors.astype(np.float32))})
+    return spark.createDataFrame(rows, udfs.EMBED_OUT_SCHEMA)
+
+
 def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: str, stage: str = "dedup"
                   ) -> tuple[DataFrame, dict]:
     """Vectors for every distinct text, embedding only texts the cache does not hold yet."""
@@ -174,14 +187,18 @@ def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: st
     missing = texts.join(cached, "text_hash", how="left_anti")
     n_missing = missing.count()
     if n_missing:
-        todo, threads = udfs.embedding_tasks(spark, missing, n_missing,
-                                                pick_batch_size(conf.batch_size, pick_device(conf.device)))
-        new = todo.mapInPandas(udfs.embed_fn(conf, key, threads), udfs.EMBED_OUT_SCHEMA)
+        if n_missing <= conf.driver_max_texts:
+            new = embed_on_driver(spark, missing, conf, key)
+        else:
+            todo, threads = udfs.embedding_tasks(spark, missing, n_missing,
+                                                    pick_batch_size(conf.batch_size, pick_device(conf.device)))
+            new = todo.mapInPandas(udfs.embed_fn(conf, key, threads), udfs.EMBED_OUT_SCHEMA)
         delta.merge_new_rows(new, cfg, EMBEDDINGS, ("text_hash", "model"), run_id, stage)
     vectors = (delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key)
                .join(texts.select("text_hash"), "text_hash", how="left_semi").select("text_hash", "vector"))
     n_texts = texts.count()
-    return vectors, {"texts_embedded": n_missing, "texts_from_cache": n_texts - n_missing}
+    path = "none" if not n_missing else "driver" if n_missing <= conf.driver_max_texts else "tasks"
+    return vectors, {"texts_embedded": n_missing, "texts_from_cache": n_texts - n_missing, "embedded_in": path}
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
