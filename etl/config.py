@@ -66,10 +66,11 @@ class EmbeddingConf:
     # float32 on CPU / float16 on GPU. bf16 vectors agree with fp32 to cosine >= 0.9999 at 1.8x the CPU throughput
     # (benchmarks/embedding_speed.py); int8 (CPU dynamic quantisation) is faster but lossy (cosine >= 0.85).
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 | int8
-    # A rerun embeds only the texts the cache lacks; up to this many are embedded in the driver process, where the
-    # model loads once, instead of in Spark tasks whose Python workers each load it (399 texts at 20k: 24.9 s in the
-    # driver, 28.7 s in tasks, benchmarks/embed_missing_speed.py). 0: always in Spark tasks (e.g. GPU executors and
-    # a CPU-only driver).
+    # A rerun embeds only the texts the cache lacks. With a local master, up to this many are embedded in the driver
+    # process, where the model loads once, instead of in Spark tasks whose Python workers each load it (399 texts at
+    # 20k: embed_missing, cache comparison and MERGE included, took 24.9 s against 28.7 s, means of 4,
+    # benchmarks/embed_missing_speed.py). On a cluster the executors always embed (they hold the cores, GPUs and
+    # model files). 0: Spark tasks everywhere.
     driver_max_texts: int = 2000
 
 

@@ -167,27 +167,47 @@ def test_classify_edges_follows_the_prompt_rules(spark):
 
 
 
-def test_a_few_missing_texts_are_embedded_in_the_driver_with_the_vectors_tasks_give(spark, make_config, tmp_path):
-    """Up to dedup.embeddings.driver_max_texts missing texts are embedded in the driver process (no Python worker
-    loads the model for them); above it in Spark tasks; the vectors agree and both land in the cache."""
+def test_a_few_missing_texts_are_embedded_in_the_driver_with_the_vectors_tasks_give(spark, make_config, tmp_path,
+                                                                                   monkeypatch):
+    """With a local master, up to dedup.embeddings.driver_max_texts missing texts are embedded in the driver process
+    (no Python worker loads the model for them), also without Arrow; above it, or on a cluster, in Spark tasks. The
+    vectors agree and both land in the cache. Each path is checked by the function that ran, not by the counts."""
     import numpy as np
 
+    from etl.dedup import udfs
+
+    ran = []
+    on_driver, embed_fn = dedup.embed_on_driver, udfs.embed_fn
+    monkeypatch.setattr(dedup, "embed_on_driver", lambda *a: ran.append("driver") or on_driver(*a))
+    monkeypatch.setattr(udfs, "embed_fn", lambda *a: ran.append("tasks") or embed_fn(*a))
     texts = spark.createDataFrame([(f"h{i}", t) for i, t in enumerate([Q, A, A_OTHER, Q2])],
                                   "text_hash string, text string")
+    more = texts.union(spark.createDataFrame([("h9", A2)], texts.schema))
     got = {}
     for path, limit in (("tasks", 3), ("driver", 4)):  # 4 missing texts: over 3 in tasks, up to 4 in the driver
         cfg = make_config(raw_root=str(tmp_path), lake_root=str(tmp_path / path),
                           dedup__embeddings__driver_max_texts=limit)
         vectors, counts = dedup.embed_missing(spark, cfg, texts, "r1")
-        assert counts == {"texts_embedded": 4, "texts_from_cache": 0, "embedded_in": path}
+        assert counts == {"texts_embedded": 4, "texts_from_cache": 0, "embedded_in": path} and ran == [path]
         got[path] = {r["text_hash"]: np.array(r["vector"]) for r in vectors.collect()}
-        more = texts.union(spark.createDataFrame([("h9", A2)], texts.schema))
-        _, again = dedup.embed_missing(spark, cfg, more, "r2")
-        assert again == {"texts_embedded": 1, "texts_from_cache": 4, "embedded_in": "driver"}
+        ran.clear()
+        spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "false")  # spark-submit's default
+        try:
+            _, again = dedup.embed_missing(spark, cfg, more, "r2")
+        finally:
+            spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+        assert again == {"texts_embedded": 1, "texts_from_cache": 4, "embedded_in": "driver"} and ran == ["driver"]
+        ran.clear()
     assert set(got["tasks"]) == set(got["driver"]) == {"h0", "h1", "h2", "h3"}
     for h, v in got["tasks"].items():
         assert float(np.dot(v, got["driver"][h])) > 0.999, h
         assert abs(float(np.linalg.norm(v)) - 1.0) < 1e-3
     assert float(np.dot(got["driver"]["h0"], got["driver"]["h3"])) < 0.9  # different questions stay apart
+
+    # on a cluster the executors embed, however few texts are missing
+    monkeypatch.setattr(udfs, "runs_locally", lambda _spark: False)
+    cfg = make_config(raw_root=str(tmp_path), lake_root=str(tmp_path / "cluster"))
+    _, counts = dedup.embed_missing(spark, cfg, texts.limit(1), "r1")
+    assert counts["embedded_in"] == "tasks" and ran == ["tasks"]
     with pytest.raises(ConfigError, match="dedup.embeddings.driver_max_texts"):
         make_config(raw_root=str(tmp_path), dedup__embeddings__driver_max_texts=-1)

@@ -51,6 +51,15 @@ def torch_threads_per_task(spark, tasks: int) -> int:
     return max(1, int(spark.conf.get("spark.task.cpus", "1")))
 
 
+def runs_locally(spark) -> bool:
+    """True when the driver and the executors share one machine (master `local[...]`); False on a cluster and under
+    Spark Connect (no SparkContext in this process), where the executors hold the cores, GPUs and model files."""
+    try:
+        return (spark.sparkContext.master or "").startswith("local")
+    except Exception:  # noqa: BLE001 - Spark Connect raises here: treat it as a cluster
+        return False
+
+
 def embedding_tasks(spark, texts, n_texts: int, batch_size: int):
     """(texts laid out for embedding, torch threads per task).
 

@@ -169,12 +169,14 @@ def classify_edges(best: DataFrame, features: DataFrame, sigs: DataFrame, vector
 
 def embed_on_driver(spark: SparkSession, texts: DataFrame, conf: EmbeddingConf, key: str) -> DataFrame:
     """EMBED_OUT_SCHEMA rows for a few texts (text_hash, text), embedded in this process: the model loads once
-    here instead of once per Python worker of the Spark tasks (EmbeddingConf.driver_max_texts)."""
+    here instead of once per Python worker of the Spark tasks (EmbeddingConf.driver_max_texts; local master only,
+    where the driver's machine is the executors' machine)."""
     from etl.dedup.embedder import embed_texts
 
     pdf = texts.select("text_hash", "text").toPandas()
-    vectors = embed_texts(pdf["text"].fillna("").tolist(), conf)
-    rows = pd.DataFrame({"text_hash": pdf["text_hash"], "model": key, "vector": list(vectors.astype(np.float32))})
+    vectors = embed_texts(pdf["text"].fillna("").tolist(), conf).astype(np.float32)
+    # plain lists: without Arrow (spark-submit's default) createDataFrame refuses numpy arrays for an array column
+    rows = pd.DataFrame({"text_hash": pdf["text_hash"], "model": key, "vector": [v.tolist() for v in vectors]})
     return spark.createDataFrame(rows, udfs.EMBED_OUT_SCHEMA)
 
 
@@ -186,10 +188,12 @@ def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: st
     cached = delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key).select("text_hash")
     missing = texts.join(cached, "text_hash", how="left_anti")
     n_missing = missing.count()
+    path = "none"
     if n_missing:
-        if n_missing <= conf.driver_max_texts:
-            new = embed_on_driver(spark, missing, conf, key)
+        if n_missing <= conf.driver_max_texts and udfs.runs_locally(spark):
+            path, new = "driver", embed_on_driver(spark, missing, conf, key)
         else:
+            path = "tasks"
             todo, threads = udfs.embedding_tasks(spark, missing, n_missing,
                                                     pick_batch_size(conf.batch_size, pick_device(conf.device)))
             new = todo.mapInPandas(udfs.embed_fn(conf, key, threads), udfs.EMBED_OUT_SCHEMA)
@@ -197,7 +201,6 @@ def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: st
     vectors = (delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key)
                .join(texts.select("text_hash"), "text_hash", how="left_semi").select("text_hash", "vector"))
     n_texts = texts.count()
-    path = "none" if not n_missing else "driver" if n_missing <= conf.driver_max_texts else "tasks"
     return vectors, {"texts_embedded": n_missing, "texts_from_cache": n_texts - n_missing, "embedded_in": path}
 
 
