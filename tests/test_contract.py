@@ -50,8 +50,8 @@ def test_canonical_text_equals_its_definition_on_whitespace_markup_entities_and_
 
     # the fast path splits on str.isspace, the definition on `\s`: the two must name the same characters
     assert all(bool(re.match(r"\s", chr(c))) == chr(c).isspace() for c in range(sys.maxunicode + 1))
-    texts = _tricky_texts(20_000)
-    assert len(texts) > 20_020  # every Unicode whitespace character alone, then the mixes
+    texts = _tricky_texts(10_000)
+    assert len(texts) > 10_020  # every Unicode whitespace character alone, then the mixes
     got = [canonical_text(t) for t in texts]
     assert got == [reference.canonical_text(t) for t in texts]
     assert canonical_text("e&#769; \u00a0x\u2003<b>y</b>") == "\u00e9 x y"  # decoded mark composed; NBSP collapsed

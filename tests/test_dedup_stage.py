@@ -167,11 +167,41 @@ def test_classify_edges_follows_the_prompt_rules(spark):
 
 
 
+def test_embedding_path_sends_a_few_texts_to_a_local_driver_and_the_rest_to_tasks():
+    assert dedup.embedding_path(0, 2000, True) == "none"
+    assert dedup.embedding_path(2000, 2000, True) == "driver"
+    assert dedup.embedding_path(2001, 2000, True) == "tasks"
+    assert dedup.embedding_path(1, 2000, False) == "tasks"  # a cluster: the executors hold cores, GPUs, model files
+    assert dedup.embedding_path(1, 0, True) == "tasks"  # 0: never the driver
+
+
+def test_a_few_missing_texts_are_embedded_in_the_driver_without_arrow(spark, make_config, tmp_path, monkeypatch):
+    """A local master and Arrow off (spark-submit's default): the driver embeds, unit vectors land in the cache."""
+    import numpy as np
+
+    from etl.dedup import udfs
+
+    monkeypatch.setattr(udfs, "embed_fn", lambda *a: pytest.fail("the Spark tasks path ran"))
+    texts = spark.createDataFrame([("h0", Q), ("h3", Q2)], "text_hash string, text string")
+    cfg = make_config(raw_root=str(tmp_path))
+    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "false")
+    try:
+        vectors, counts = dedup.embed_missing(spark, cfg, texts, "r1")
+        got = {r["text_hash"]: np.array(r["vector"]) for r in vectors.collect()}
+    finally:
+        spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+    assert counts == {"texts_embedded": 2, "texts_from_cache": 0, "embedded_in": "driver"}
+    assert all(abs(float(np.linalg.norm(v)) - 1.0) < 1e-3 for v in got.values())
+    assert float(np.dot(got["h0"], got["h3"])) < 0.9  # different questions stay apart
+    with pytest.raises(ConfigError, match="dedup.embeddings.driver_max_texts"):
+        make_config(raw_root=str(tmp_path), dedup__embeddings__driver_max_texts=-1)
+
+
+@pytest.mark.slow  # two model loads (a Python worker and the driver), about 40 s: the slow tier
 def test_a_few_missing_texts_are_embedded_in_the_driver_with_the_vectors_tasks_give(spark, make_config, tmp_path,
                                                                                    monkeypatch):
-    """With a local master, up to dedup.embeddings.driver_max_texts missing texts are embedded in the driver process
-    (no Python worker loads the model for them), also without Arrow; above it, or on a cluster, in Spark tasks. The
-    vectors agree and both land in the cache. Each path is checked by the function that ran, not by the counts."""
+    """The same texts through Spark tasks (a cluster) and through the driver (local master, Arrow off as under
+    spark-submit's defaults): the same vectors, both in the cache. The path is checked by the function that ran."""
     import numpy as np
 
     from etl.dedup import udfs
@@ -182,32 +212,23 @@ def test_a_few_missing_texts_are_embedded_in_the_driver_with_the_vectors_tasks_g
     monkeypatch.setattr(udfs, "embed_fn", lambda *a: ran.append("tasks") or embed_fn(*a))
     texts = spark.createDataFrame([(f"h{i}", t) for i, t in enumerate([Q, A, A_OTHER, Q2])],
                                   "text_hash string, text string")
-    more = texts.union(spark.createDataFrame([("h9", A2)], texts.schema))
     got = {}
-    for path, limit in (("tasks", 3), ("driver", 4)):  # 4 missing texts: over 3 in tasks, up to 4 in the driver
-        cfg = make_config(raw_root=str(tmp_path), lake_root=str(tmp_path / path),
-                          dedup__embeddings__driver_max_texts=limit)
-        vectors, counts = dedup.embed_missing(spark, cfg, texts, "r1")
+    for path in ("tasks", "driver"):
+        cfg = make_config(raw_root=str(tmp_path), lake_root=str(tmp_path / path))
+        with monkeypatch.context() as m:
+            if path == "tasks":
+                m.setattr(udfs, "runs_locally", lambda _spark: False)
+            else:
+                spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "false")
+            try:
+                vectors, counts = dedup.embed_missing(spark, cfg, texts, "r1")
+                got[path] = {r["text_hash"]: np.array(r["vector"]) for r in vectors.collect()}
+            finally:
+                spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
         assert counts == {"texts_embedded": 4, "texts_from_cache": 0, "embedded_in": path} and ran == [path]
-        got[path] = {r["text_hash"]: np.array(r["vector"]) for r in vectors.collect()}
-        ran.clear()
-        spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "false")  # spark-submit's default
-        try:
-            _, again = dedup.embed_missing(spark, cfg, more, "r2")
-        finally:
-            spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
-        assert again == {"texts_embedded": 1, "texts_from_cache": 4, "embedded_in": "driver"} and ran == ["driver"]
         ran.clear()
     assert set(got["tasks"]) == set(got["driver"]) == {"h0", "h1", "h2", "h3"}
     for h, v in got["tasks"].items():
         assert float(np.dot(v, got["driver"][h])) > 0.999, h
         assert abs(float(np.linalg.norm(v)) - 1.0) < 1e-3
     assert float(np.dot(got["driver"]["h0"], got["driver"]["h3"])) < 0.9  # different questions stay apart
-
-    # on a cluster the executors embed, however few texts are missing
-    monkeypatch.setattr(udfs, "runs_locally", lambda _spark: False)
-    cfg = make_config(raw_root=str(tmp_path), lake_root=str(tmp_path / "cluster"))
-    _, counts = dedup.embed_missing(spark, cfg, texts.limit(1), "r1")
-    assert counts["embedded_in"] == "tasks" and ran == ["tasks"]
-    with pytest.raises(ConfigError, match="dedup.embeddings.driver_max_texts"):
-        make_config(raw_root=str(tmp_path), dedup__embeddings__driver_max_texts=-1)

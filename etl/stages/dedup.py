@@ -167,6 +167,13 @@ def classify_edges(best: DataFrame, features: DataFrame, sigs: DataFrame, vector
                     F.col("jaccard").cast("double"), F.col("cosine").cast("double"), "source", "field"))
 
 
+def embedding_path(n_missing: int, driver_max_texts: int, local: bool) -> str:
+    """Where missing texts are embedded: none, the driver (a few, local master only) or Spark tasks."""
+    if not n_missing:
+        return "none"
+    return "driver" if local and n_missing <= driver_max_texts else "tasks"
+
+
 def embed_on_driver(spark: SparkSession, texts: DataFrame, conf: EmbeddingConf, key: str) -> DataFrame:
     """EMBED_OUT_SCHEMA rows for a few texts (text_hash, text), embedded in this process: the model loads once
     here instead of once per Python worker of the Spark tasks (EmbeddingConf.driver_max_texts; local master only,
@@ -188,12 +195,11 @@ def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: st
     cached = delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key).select("text_hash")
     missing = texts.join(cached, "text_hash", how="left_anti")
     n_missing = missing.count()
-    path = "none"
+    path = embedding_path(n_missing, conf.driver_max_texts, n_missing > 0 and udfs.runs_locally(spark))
     if n_missing:
-        if n_missing <= conf.driver_max_texts and udfs.runs_locally(spark):
-            path, new = "driver", embed_on_driver(spark, missing, conf, key)
+        if path == "driver":
+            new = embed_on_driver(spark, missing, conf, key)
         else:
-            path = "tasks"
             todo, threads = udfs.embedding_tasks(spark, missing, n_missing,
                                                     pick_batch_size(conf.batch_size, pick_device(conf.device)))
             new = todo.mapInPandas(udfs.embed_fn(conf, key, threads), udfs.EMBED_OUT_SCHEMA)
