@@ -53,9 +53,8 @@ def main(argv=None) -> int:
     spark = get_spark("embed-missing-speed")
     path = cfg.table_path(EMBEDDINGS)
     version = delete_commit(spark, path)
-    gone = spark.read.format("delta").load(path).orderBy("text_hash").limit(args.missing)
     if version is None:
-        kept = gone.toPandas()
+        kept = spark.read.format("delta").load(path).orderBy("text_hash").limit(args.missing).toPandas()
         kept.to_parquet(os.path.join(args.root, "embed_missing_deleted.parquet"))
         spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", MARK)
         hashes = ",".join(f"'{h}'" for h in kept["text_hash"])
@@ -72,9 +71,7 @@ def main(argv=None) -> int:
     conv = delta.read_table(spark, cfg, CONVERSATIONS).select("conversation_id", "content_hash", "messages")
     features, _ = cached_features(spark, cfg, dedup.with_texts(conv), bands, rows, "bench")
     features = features.persist()
-    texts = (dedup.with_texts(conv).join(features.select("conversation_id", "field", "text_hash", "informative"),
-                                         ["conversation_id", "field"], how="inner")
-             .where("informative").select("text_hash", "text").dropDuplicates(["text_hash"])).persist()
+    texts = dedup.informative_texts(conv, features).persist()
     n_texts = texts.count()
     started = time.perf_counter()
     _, counts = dedup.embed_missing(spark, cfg, texts, "bench")

@@ -167,6 +167,13 @@ def classify_edges(best: DataFrame, features: DataFrame, sigs: DataFrame, vector
                     F.col("jaccard").cast("double"), F.col("cosine").cast("double"), "source", "field"))
 
 
+def informative_texts(conv: DataFrame, features: DataFrame) -> DataFrame:
+    """(text_hash, text): one raw text per distinct informative text hash of `conv`, the texts dedup embeds."""
+    return (with_texts(conv).join(features.select("conversation_id", "field", "text_hash", "informative"),
+                                  ["conversation_id", "field"], how="inner")
+            .where("informative").select("text_hash", "text").dropDuplicates(["text_hash"]))
+
+
 def embedding_path(n_missing: int, driver_max_texts: int, local: bool) -> str:
     """Where missing texts are embedded: none, the driver (a few, local master only) or Spark tasks."""
     if not n_missing:
@@ -195,14 +202,14 @@ def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: st
     cached = delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key).select("text_hash")
     missing = texts.join(cached, "text_hash", how="left_anti")
     n_missing = missing.count()
-    path = embedding_path(n_missing, conf.driver_max_texts, n_missing > 0 and udfs.runs_locally(spark))
+    path = embedding_path(n_missing, conf.driver_max_texts, udfs.runs_locally(spark))
+    if path == "driver":
+        new = embed_on_driver(spark, missing, conf, key)
+    elif path == "tasks":
+        todo, threads = udfs.embedding_tasks(spark, missing, n_missing,
+                                                pick_batch_size(conf.batch_size, pick_device(conf.device)))
+        new = todo.mapInPandas(udfs.embed_fn(conf, key, threads), udfs.EMBED_OUT_SCHEMA)
     if n_missing:
-        if path == "driver":
-            new = embed_on_driver(spark, missing, conf, key)
-        else:
-            todo, threads = udfs.embedding_tasks(spark, missing, n_missing,
-                                                    pick_batch_size(conf.batch_size, pick_device(conf.device)))
-            new = todo.mapInPandas(udfs.embed_fn(conf, key, threads), udfs.EMBED_OUT_SCHEMA)
         delta.merge_new_rows(new, cfg, EMBEDDINGS, ("text_hash", "model"), run_id, stage)
     vectors = (delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key)
                .join(texts.select("text_hash"), "text_hash", how="left_semi").select("text_hash", "vector"))
@@ -217,9 +224,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     conv = delta.read_table(spark, cfg, CONVERSATIONS).select("conversation_id", "content_hash", "messages")
     features, hash_counts = cached_features(spark, cfg, with_texts(conv), bands, rows, run_id)
     features = features.persist()
-    texts = (with_texts(conv).join(features.select("conversation_id", "field", "text_hash", "informative"),
-                                   ["conversation_id", "field"], how="inner")
-             .where("informative").select("text_hash", "text").dropDuplicates(["text_hash"]))
+    texts = informative_texts(conv, features)
     started = time.perf_counter()
     vectors, embed_counts = embed_missing(spark, cfg, texts, run_id)
     embed_counts["embedding_s"] = round(time.perf_counter() - started, 1)  # model time, reported apart
