@@ -395,3 +395,32 @@ def test_a_task_uses_the_gpu_spark_assigned_it(monkeypatch):
     assert pick_batch_size(0, "cuda:3") == 256 and pick_precision("auto", "cuda:3") == "bf16"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device("auto", "3") == "cpu"  # no GPU visible: the task's address is moot
+
+
+def test_the_driver_sizes_embedding_tasks_for_the_executors_device(monkeypatch):
+    """On a cluster the driver may have no GPU while the executors do: cuda is taken at its word there and auto
+    follows Spark's GPU scheduling; with a local master the driver's own torch answers (and refuses cuda)."""
+    import torch
+
+    from etl.dedup import udfs
+
+    class Stub:
+        def __init__(self, master, settings):
+            self.sparkContext = type("Ctx", (), {"master": master})()
+            self.conf = type("Conf", (), {"get": lambda _self, key, default=None: settings.get(key, default)})()
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a driver without a GPU
+    cluster = Stub("yarn", {})
+    gpu_cluster = Stub("spark://head:7077", {"spark.executor.resource.gpu.amount": "1"})
+    assert udfs.executor_device(cluster, "cuda") == "cuda"
+    assert udfs.executor_device(gpu_cluster, "auto") == "cuda"
+    assert udfs.executor_device(cluster, "auto") == "cpu" and udfs.executor_device(gpu_cluster, "cpu") == "cpu"
+    assert udfs.task_batch_size(cluster, EmbeddingConf(device="cuda")) == 256
+    assert udfs.task_batch_size(cluster, EmbeddingConf(device="cuda", batch_size=48)) == 48
+    assert udfs.task_batch_size(Stub("yarn", {"spark.executor.resource.gpu.amount": "x"}), EmbeddingConf()) == 64
+    with pytest.raises(ConfigError, match=r"^dedup\.embeddings\.device: unknown device 'tpu'"):
+        udfs.executor_device(cluster, "tpu")
+    local = Stub("local[2]", {})
+    assert udfs.executor_device(local, "auto") == "cpu"
+    with pytest.raises(ConfigError, match=r"^dedup\.embeddings\.device: cuda requested but torch sees no GPU"):
+        udfs.executor_device(local, "cuda")

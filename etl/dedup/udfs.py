@@ -60,6 +60,40 @@ def runs_locally(spark) -> bool:
         return False
 
 
+def _schedules_gpus(spark) -> bool:
+    """True when Spark gives executors GPUs (spark.executor.resource.gpu.amount > 0)."""
+    try:
+        return float(spark.conf.get("spark.executor.resource.gpu.amount", "0") or 0) > 0
+    except Exception:  # noqa: BLE001 - an unreadable or non-numeric setting: no GPU scheduling known
+        return False
+
+
+def executor_device(spark, device: str) -> str:
+    """The device the embedding tasks will run on, as far as the driver can tell (it sizes the tasks by it).
+
+    Local master: the driver's machine is the executors' machine, so `pick_device` answers here (and refuses
+    cuda without a GPU before any task starts). On a cluster the driver often has no GPU while the executors do:
+    'cuda' is taken at its word (each task checks its own GPU) and 'auto' means cuda when Spark schedules GPUs to
+    executors. Asking torch on a GPU-less driver refused a valid cuda setting there.
+    """
+    from etl.dedup.embedder import DEVICES, pick_device
+
+    if runs_locally(spark):
+        return pick_device(device)
+    if device not in DEVICES:
+        return pick_device(device)  # the one-line ConfigError for an unknown name
+    if device == "auto":
+        return "cuda" if _schedules_gpus(spark) else "cpu"
+    return device
+
+
+def task_batch_size(spark, conf: EmbeddingConf) -> int:
+    """The encode batch of one embedding task (`pick_batch_size` on `executor_device`): sizes the tasks."""
+    from etl.dedup.embedder import pick_batch_size
+
+    return pick_batch_size(conf.batch_size, executor_device(spark, conf.device))
+
+
 def embedding_tasks(spark, texts, n_texts: int, batch_size: int):
     """(texts laid out for embedding, torch threads per task).
 

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from etl.config import Config, DedupConf, EmbeddingConf
 from etl.dedup import clusters, embedding_lsh, udfs
-from etl.dedup.embedder import model_key, pick_batch_size, pick_device
+from etl.dedup.embedder import model_key
 from etl.dedup.features import cached_features, params_key, signature_jaccard
 from etl.dedup.minhash import optimal_params
 from etl.io import delta
@@ -206,8 +206,7 @@ def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: st
     if path == "driver":
         new = embed_on_driver(spark, missing, conf, key)
     elif path == "tasks":
-        todo, threads = udfs.embedding_tasks(spark, missing, n_missing,
-                                                pick_batch_size(conf.batch_size, pick_device(conf.device)))
+        todo, threads = udfs.embedding_tasks(spark, missing, n_missing, udfs.task_batch_size(spark, conf))
         new = todo.mapInPandas(udfs.embed_fn(conf, key, threads), udfs.EMBED_OUT_SCHEMA)
     if n_missing:
         delta.merge_new_rows(new, cfg, EMBEDDINGS, ("text_hash", "model"), run_id, stage)
