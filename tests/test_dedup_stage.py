@@ -197,6 +197,49 @@ def test_a_few_missing_texts_are_embedded_in_the_driver_without_arrow(spark, mak
         make_config(raw_root=str(tmp_path), dedup__embeddings__driver_max_texts=-1)
 
 
+@pytest.mark.slow  # Spark tasks with Python workers three times, about 37 s: the slow tier
+def test_embed_missing_counts_and_routes_by_the_missing_texts_alone(spark, make_config, tmp_path, monkeypatch):
+    """Up to driver_max_texts missing texts go to the driver; more (or a limit of 0) go to Spark tasks, with a local
+    master too; cached texts are embedded by neither, and the counts say so. A stand-in model
+    (one vector per text) keeps this test fast; the real model's paths are tested above and in the slow tier."""
+    import numpy as np
+    import pandas as pd
+
+    from etl.dedup import embedder, udfs
+    from etl.schemas import EMBEDDINGS
+
+    def fake_vector(text: str) -> list[float]:
+        return [float(len(text)), 1.0, 0.0, 0.0]
+
+    ran = []
+    monkeypatch.setattr(embedder, "embed_texts", lambda texts, conf, gpu=None: (
+        ran.append(("driver", len(texts))) or np.array([fake_vector(t) for t in texts])))
+
+    def fake_embed_fn(conf, key, threads=0):
+        ran.append(("tasks", None))
+
+        def embed(batches):
+            for batch in batches:
+                yield pd.DataFrame({"text_hash": batch["text_hash"], "model": key,
+                                    "vector": [fake_vector(t) for t in batch["text"].fillna("")]})
+        return embed
+
+    monkeypatch.setattr(udfs, "embed_fn", fake_embed_fn)
+    texts = [(f"h{i}", "x" * (i + 1)) for i in range(6)]
+    steps = [(texts[:3], 2, "tasks", 3), (texts[:5], 2, "driver", 2), (texts, 0, "tasks", 1)]
+    for rows, limit, path, embedded in steps:
+        ran.clear()
+        cfg = make_config(raw_root=str(tmp_path), dedup__embeddings__driver_max_texts=limit)
+        frame = spark.createDataFrame(rows, "text_hash string, text string").persist()
+        vectors, counts = dedup.embed_missing(spark, cfg, frame, "r1")
+        assert counts == {"texts_embedded": embedded, "texts_from_cache": len(rows) - embedded, "embedded_in": path}
+        assert [r[0] for r in ran] == ([path] if embedded else [])
+        assert {r["text_hash"]: list(r["vector"]) for r in vectors.collect()} == {
+            h: fake_vector(t) for h, t in rows}
+        frame.unpersist()
+    assert delta.read_table(spark, cfg, EMBEDDINGS).count() == 6  # each text embedded once
+
+
 @pytest.mark.slow  # two model loads (a Python worker and the driver), about 40 s: the slow tier
 def test_a_few_missing_texts_are_embedded_in_the_driver_with_the_vectors_tasks_give(spark, make_config, tmp_path,
                                                                                    monkeypatch):
