@@ -420,6 +420,21 @@ def test_the_driver_sizes_embedding_tasks_for_the_executors_device(monkeypatch):
     assert udfs.task_batch_size(Stub("yarn", {"spark.executor.resource.gpu.amount": "x"}), EmbeddingConf()) == 64
     with pytest.raises(ConfigError, match=r"^dedup\.embeddings\.device: unknown device 'tpu'"):
         udfs.executor_device(cluster, "tpu")
+    assert udfs.executor_device(Stub("yarn", {"spark.executor.resource.gpu.amount": "0"}), "auto") == "cpu"
+
+    class ConnectStub(Stub):  # Spark Connect: no SparkContext in the client process
+        @property
+        def sparkContext(self):
+            raise RuntimeError("[JVM_ATTRIBUTE_NOT_SUPPORTED] sparkContext")
+
+        @sparkContext.setter
+        def sparkContext(self, _value):
+            pass
+
+    connect = ConnectStub("", {"spark.sql.shuffle.partitions": "48", "spark.task.cpus": "4"})
+    assert not udfs.runs_locally(connect) and udfs.executor_device(connect, "cuda") == "cuda"
+    assert udfs.parallelism(connect) == 48 and udfs.torch_threads_per_task(connect, 3) == 4
+    assert udfs.parallelism(ConnectStub("", {})) == 1
     local = Stub("local[2]", {})
     assert udfs.executor_device(local, "auto") == "cpu"
     with pytest.raises(ConfigError, match=r"^dedup\.embeddings\.device: cuda requested but torch sees no GPU"):

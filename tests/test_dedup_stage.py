@@ -175,6 +175,29 @@ def test_embedding_path_sends_a_few_texts_to_a_local_driver_and_the_rest_to_task
     assert dedup.embedding_path(1, 0, True) == "tasks"  # 0: never the driver
 
 
+def test_on_a_cluster_a_driver_without_a_gpu_sizes_cuda_tasks(spark, make_config, tmp_path, monkeypatch):
+    """dedup.embeddings.device cuda on a cluster whose driver has no GPU: embed_missing sizes the Spark tasks for
+    the executors' GPUs (batch 256) instead of refusing the setting because the driver's torch sees none."""
+    import torch
+
+    from etl.dedup import udfs
+
+    class Sized(Exception):
+        pass
+
+    def record(_spark, _texts, n_texts, batch_size):
+        raise Sized(n_texts, batch_size)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(udfs, "runs_locally", lambda _spark: False)
+    monkeypatch.setattr(udfs, "embedding_tasks", record)
+    cfg = make_config(raw_root=str(tmp_path), dedup__embeddings__device="cuda")
+    texts = spark.createDataFrame([("h0", Q)], "text_hash string, text string")
+    with pytest.raises(Sized) as sized:
+        dedup.embed_missing(spark, cfg, texts, "r1")
+    assert sized.value.args == (1, 256)
+
+
 def test_a_few_missing_texts_are_embedded_in_the_driver_without_arrow(spark, make_config, tmp_path, monkeypatch):
     """A local master and Arrow off (spark-submit's default): the driver embeds, unit vectors land in the cache."""
     import numpy as np

@@ -144,7 +144,7 @@ def embedding_comparison(spark: SparkSession, cfg: Config, n_texts: int) -> dict
     same texts in this process. Steady state (`spark_vs_plain_throughput`): a warm Spark run (workers up, model
     loaded) vs encode alone; cold (`spark_cold_vs_plain_with_load`): first Spark run vs model load + encode."""
     from etl.dedup import udfs
-    from etl.dedup.embedder import build_model, model_key, pick_batch_size, pick_device
+    from etl.dedup.embedder import build_model, model_key, pick_device
 
     conf = cfg.dedup.embeddings
     answers = (delta.read_table(spark, cfg, "conversations").where(F.col("parent_id").isNull())
@@ -155,7 +155,7 @@ def embedding_comparison(spark: SparkSession, cfg: Config, n_texts: int) -> dict
                .dropDuplicates(["text_hash"]).orderBy("text_hash").limit(n_texts).toPandas())
     texts = answers["text"].tolist()
     df = spark.createDataFrame(answers)
-    batch = pick_batch_size(conf.batch_size, pick_device(conf.device))
+    batch = udfs.task_batch_size(spark, conf)
     laid_out, threads = udfs.embedding_tasks(spark, df, len(texts), batch)  # as the dedup stage does
     embed = udfs.embed_fn(conf, model_key(conf), threads)
 

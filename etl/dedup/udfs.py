@@ -44,11 +44,28 @@ def torch_threads_per_task(spark, tasks: int) -> int:
     task was given that many cores by the scheduler). Without this every Python worker would start one torch
     thread per core of the machine, and two workers on two cores run slower than one.
     """
-    master = spark.sparkContext.master or ""
-    if master.startswith("local"):
+    if runs_locally(spark):
         cores = spark.sparkContext.defaultParallelism
         return max(1, cores // max(1, min(tasks, cores)))
-    return max(1, int(spark.conf.get("spark.task.cpus", "1")))
+    try:
+        return max(1, int(spark.conf.get("spark.task.cpus", "1") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def parallelism(spark) -> int:
+    """Tasks the cluster runs at once: `defaultParallelism`, or under Spark Connect (no SparkContext in this
+    process) `spark.default.parallelism`, else `spark.sql.shuffle.partitions`, as set for the session."""
+    try:
+        return max(1, spark.sparkContext.defaultParallelism)
+    except Exception:  # noqa: BLE001 - Spark Connect raises here
+        pass
+    for key in ("spark.default.parallelism", "spark.sql.shuffle.partitions"):
+        try:
+            return max(1, int(spark.conf.get(key, None) or ""))
+        except Exception:  # noqa: BLE001 - unset, not a number or not readable: try the next
+            continue
+    return 1
 
 
 def runs_locally(spark) -> bool:
@@ -101,7 +118,7 @@ def embedding_tasks(spark, texts, n_texts: int, batch_size: int):
     the long (costly) tasks are scheduled first and the short ones fill the tail, so no core idles while another
     finishes a long partition (one task per core left the Spark path at 0.88x a plain encode).
     """
-    cores = max(1, spark.sparkContext.defaultParallelism)
+    cores = parallelism(spark)
     tasks = max(1, min(4 * cores, -(-n_texts // max(1, batch_size))))
     length = F.length("text")
     laid_out = texts.repartitionByRange(tasks, length.desc(), F.col("text_hash")).sortWithinPartitions(length.desc())
