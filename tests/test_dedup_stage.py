@@ -224,7 +224,7 @@ def test_a_few_missing_texts_are_embedded_in_the_driver_without_arrow(spark, mak
 def test_embed_missing_counts_and_routes_by_the_missing_texts_alone(spark, make_config, tmp_path, monkeypatch):
     """Up to driver_max_texts missing texts go to the driver; more (or a limit of 0) go to Spark tasks, with a local
     master too; cached texts are embedded by neither, and the counts say so. A stand-in model
-    (one vector per text) keeps this test fast; the real model's paths are tested above and in the slow tier."""
+    (one vector per text) replaces the real one, whose paths are tested above."""
     import numpy as np
     import pandas as pd
 
@@ -254,12 +254,14 @@ def test_embed_missing_counts_and_routes_by_the_missing_texts_alone(spark, make_
         ran.clear()
         cfg = make_config(raw_root=str(tmp_path), dedup__embeddings__driver_max_texts=limit)
         frame = spark.createDataFrame(rows, "text_hash string, text string").persist()
-        vectors, counts = dedup.embed_missing(spark, cfg, frame, "r1")
+        try:
+            vectors, counts = dedup.embed_missing(spark, cfg, frame, "r1")
+            got = {r["text_hash"]: list(r["vector"]) for r in vectors.collect()}
+        finally:
+            frame.unpersist()
         assert counts == {"texts_embedded": embedded, "texts_from_cache": len(rows) - embedded, "embedded_in": path}
         assert [r[0] for r in ran] == ([path] if embedded else [])
-        assert {r["text_hash"]: list(r["vector"]) for r in vectors.collect()} == {
-            h: fake_vector(t) for h, t in rows}
-        frame.unpersist()
+        assert got == {h: fake_vector(t) for h, t in rows}
     assert delta.read_table(spark, cfg, EMBEDDINGS).count() == 6  # each text embedded once
 
 

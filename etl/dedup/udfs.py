@@ -37,6 +37,14 @@ def is_informative(normalized: str, min_chars: int) -> bool:
     return not is_trivial(normalized, min_chars)
 
 
+def _conf_number(spark, key: str) -> float | None:
+    """A numeric session setting, or None when it is unset, not a number (Databricks' "auto") or unreadable."""
+    try:
+        return float(spark.conf.get(key, None) or "")
+    except Exception:  # noqa: BLE001 - unset, not a number, or a conf the client cannot read
+        return None
+
+
 def torch_threads_per_task(spark, tasks: int) -> int:
     """CPU threads one embedding task may use: the cores shared by the tasks that run at once, never more.
 
@@ -47,25 +55,24 @@ def torch_threads_per_task(spark, tasks: int) -> int:
     if runs_locally(spark):
         cores = spark.sparkContext.defaultParallelism
         return max(1, cores // max(1, min(tasks, cores)))
-    try:
-        return max(1, int(spark.conf.get("spark.task.cpus", "1") or 1))
-    except (TypeError, ValueError):
-        return 1
+    return max(1, int(_conf_number(spark, "spark.task.cpus") or 1))
+
+
+CONNECT_PARALLELISM = 200  # Spark's default shuffle partitions: the guess when a Connect session names no number
 
 
 def parallelism(spark) -> int:
     """Tasks the cluster runs at once: `defaultParallelism`, or under Spark Connect (no SparkContext in this
-    process) `spark.default.parallelism`, else `spark.sql.shuffle.partitions`, as set for the session."""
+    process) `spark.default.parallelism`, else `spark.sql.shuffle.partitions`, else 200 (the client cannot see
+    the cluster's cores; too few tasks would leave executors idle, extra ones only queue)."""
     try:
         return max(1, spark.sparkContext.defaultParallelism)
     except Exception:  # noqa: BLE001 - Spark Connect raises here
         pass
     for key in ("spark.default.parallelism", "spark.sql.shuffle.partitions"):
-        try:
-            return max(1, int(spark.conf.get(key, None) or ""))
-        except Exception:  # noqa: BLE001 - unset, not a number or not readable: try the next
-            continue
-    return 1
+        if (value := _conf_number(spark, key)) is not None and value >= 1:
+            return int(value)
+    return CONNECT_PARALLELISM
 
 
 def runs_locally(spark) -> bool:
@@ -79,10 +86,7 @@ def runs_locally(spark) -> bool:
 
 def _schedules_gpus(spark) -> bool:
     """True when Spark gives executors GPUs (spark.executor.resource.gpu.amount > 0)."""
-    try:
-        return float(spark.conf.get("spark.executor.resource.gpu.amount", "0") or 0) > 0
-    except Exception:  # noqa: BLE001 - an unreadable or non-numeric setting: no GPU scheduling known
-        return False
+    return (_conf_number(spark, "spark.executor.resource.gpu.amount") or 0) > 0
 
 
 def executor_device(spark, device: str) -> str:
