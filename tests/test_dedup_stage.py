@@ -71,6 +71,7 @@ def test_duplicates_related_rows_clusters_and_a_cached_rerun(spark, make_config,
     assert {pair: kind for pair, kind in now.items() if "a4" not in pair} == edges  # the old edges stay as they were
 
 
+@pytest.mark.slow  # 30-35 s: the slow tier keeps the default tier under 15 min (907 s on 2026-11-27)
 def test_hostile_texts_do_not_crash_or_glue_a_giant_cluster(spark, make_config, tmp_path):
     cfg = make_config(raw_root=str(tmp_path), families=FAMILIES, dedup__max_bucket_size=50)
     rows = [

@@ -200,6 +200,7 @@ def _lake_counts(spark, cfg) -> tuple[int, int, set]:
     return conv.count(), quar.count(), ids
 
 
+@pytest.mark.slow  # 30-35 s: the slow tier keeps the default tier under 15 min (907 s on 2026-11-27)
 def test_inventory_and_ingest_through_a_faulty_store_lose_nothing_and_a_rerun_completes(
         spark, make_config, store, proxy, clean):
     from etl.io import delta

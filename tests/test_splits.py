@@ -158,6 +158,7 @@ def test_published_rows_keep_their_split_when_a_family_is_added(spark, make_conf
     assert counts["published_conflicts"] == 0
 
 
+@pytest.mark.slow  # 30-35 s: the slow tier keeps the default tier under 15 min (907 s on 2026-11-27)
 def test_group_whose_published_rows_disagree_fails_loudly_unless_allowed(spark, make_config, tmp_path):
     prev = make_config(raw_root=str(tmp_path), lake_root=str(tmp_path / "prev"), database="previous_release")
     delta.write_table(spark.createDataFrame([("x1", "cc", "g1", "train", "hash"), ("x2", "cc", "g2", "test", "hash")],
