@@ -53,7 +53,7 @@ def torch_threads_per_task(spark, tasks: int) -> int:
     thread per core of the machine, and two workers on two cores run slower than one.
     """
     if runs_locally(spark):
-        cores = spark.sparkContext.defaultParallelism
+        cores = parallelism(spark)
         return max(1, cores // max(1, min(tasks, cores)))
     return max(1, int(_conf_number(spark, "spark.task.cpus") or 1))
 
@@ -99,10 +99,8 @@ def executor_device(spark, device: str) -> str:
     """
     from etl.dedup.embedder import DEVICES, pick_device
 
-    if runs_locally(spark):
+    if runs_locally(spark) or device not in DEVICES:  # an unknown name: pick_device's one-line ConfigError
         return pick_device(device)
-    if device not in DEVICES:
-        return pick_device(device)  # the one-line ConfigError for an unknown name
     if device == "auto":
         return "cuda" if _schedules_gpus(spark) else "cpu"
     return device
