@@ -32,6 +32,7 @@ SPLITS = "splits"
 PREFERENCE_PAIRS = "preference_pairs"
 CURRICULUM = "curriculum"
 GATE_RESULTS = "gate_results"
+PII_SCANS = "pii_scans"
 
 ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT = "system", "user", "assistant"
 ROLES = (ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT)
@@ -189,6 +190,16 @@ CURRICULUM_SCHEMA = StructType([
     _f("depends_on", ArrayType(StringType(), False), False, "stages that must precede"),
 ])
 
+PII_SPAN = StructType([_f("field", StringType(), False, "messages[i] | prompt[i] | ... | text | metadata.<key>"),
+                       _f("pii_type", StringType(), False, "detector type (EMAIL, PHONE, ...)"),
+                       _f("start", IntegerType(), False, "first character of the span"),
+                       _f("end", IntegerType(), False, "character after the span")])
+PII_SCANS_SCHEMA = StructType([
+    _f("digest", StringType(), False, "digest of the PII detector code and verify.pii_metadata_fields"),
+    _f("key", StringType(), False, "sha256 of the JSON of the exported fields the PII gate scans"),
+    _f("spans", ArrayType(PII_SPAN, False), False, "PII the detector found in those fields (empty: none)"),
+])
+
 GATE_RESULTS_SCHEMA = StructType([
     _f("run_id", StringType(), False, "run id"),
     _f("release_id", StringType(), False, "release checked"),
@@ -214,4 +225,5 @@ SCHEMAS = {
     PREFERENCE_PAIRS: PREFERENCE_PAIRS_SCHEMA,
     CURRICULUM: CURRICULUM_SCHEMA,
     GATE_RESULTS: GATE_RESULTS_SCHEMA,
+    PII_SCANS: PII_SCANS_SCHEMA,
 }

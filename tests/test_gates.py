@@ -241,12 +241,13 @@ def test_hash_mismatches_frame_reports_stale_hashes_only():
     assert list(out["record_key"]) == ["b"]
 
 
-def test_pii_hits_frame_names_field_and_type():
-    from etl.gates.pii import pii_hits_frame
+def test_scans_frame_names_field_type_and_offsets_per_record():
+    from etl.gates.pii import scans_frame
 
-    pdf = pd.DataFrame({"record_key": ["a"], "shard": ["s"], "text": [None],
-                        "messages": [json.dumps([{"role": "user", "content": "mail me: bob@example.org"}])],
-                        "prompt": [None], "chosen": [None], "rejected": [None],
-                        "metadata": [json.dumps({"question_title": "no pii here"})]})
-    out = pii_hits_frame(pdf, ("question_title",))
-    assert out[["record_key", "field", "pii_type"]].values.tolist() == [["a", "messages[0]", "EMAIL"]]
+    pdf = pd.DataFrame({"key": ["a", "b"], "text": [None, "nothing to see"],
+                        "messages": [json.dumps([{"role": "user", "content": "mail me: bob@example.org"}]), None],
+                        "prompt": [None, None], "chosen": [None, None], "rejected": [None, None],
+                        "metadata": [json.dumps({"question_title": "no pii here"}), None]})
+    out = scans_frame(pdf, ("question_title",), "d1")
+    assert out["key"].tolist() == ["a", "b"] and set(out["digest"]) == {"d1"}
+    assert out["spans"].tolist() == [[{"field": "messages[0]", "pii_type": "EMAIL", "start": 9, "end": 24}], []]

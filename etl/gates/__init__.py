@@ -41,11 +41,11 @@ GATES: dict[str, Callable[[ReleaseView], GateResult]] = {
 }
 
 
-def open_release(spark: SparkSession, cfg: Config, tables: dict | None = None) -> ReleaseView:
+def open_release(spark: SparkSession, cfg: Config, tables: dict | None = None, run_id: str = "verify") -> ReleaseView:
     """Read the manifest and cache every exported record (call `close_release` when done)."""
     manifest = release.read_manifest(cfg.release_dir)
     records = release.read_release_records(spark, cfg.release_dir, manifest).cache()
-    return ReleaseView(spark, cfg, cfg.release_dir, manifest, records, dict(tables or {}))
+    return ReleaseView(spark, cfg, cfg.release_dir, manifest, records, dict(tables or {}), run_id)
 
 
 def close_release(view: ReleaseView) -> None:

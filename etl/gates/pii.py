@@ -2,32 +2,33 @@
 
 Scanned: every message of `messages`, `prompt`, `chosen` and `rejected`, phase A `text`, and the free-text
 metadata fields named in `verify.pii_metadata_fields`. Examples name the record, field, type and offsets, never
-the matched text, so the gate report does not leak what it found.
+the matched text, so the gate report does not leak what it found. Spans are kept per record bytes in
+lake.pii_scans (`etl.gates.memo`), so a rerun runs the detector over new or changed records only.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Iterator
 
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
+from etl.code_digest import source_digest
+from etl.gates import memo
 from etl.gates.base import GateResult, ReleaseView, summarise
+from etl.schemas import PII_SCANS, PII_SCANS_SCHEMA
 
 GATE = "pii"
 MESSAGE_FIELDS = ("messages", "prompt", "chosen", "rejected")
 
-PII_HITS_SCHEMA = StructType([
-    StructField("record_key", StringType(), True),
-    StructField("shard", StringType(), True),
-    StructField("field", StringType(), False),
-    StructField("pii_type", StringType(), False),
-    StructField("start", IntegerType(), False),
-    StructField("end", IntegerType(), False),
-])
+def code_digest(metadata_fields: tuple[str, ...]) -> str:
+    """Names what a stored scan depends on: the detector, its patterns, this module and the scanned metadata."""
+    from etl import pii as detector, pii_patterns
+
+    return source_digest(detector, pii_patterns, sys.modules[__name__]) + "|" + ",".join(metadata_fields)
 
 
 def record_texts(row: dict, metadata_fields: tuple[str, ...]) -> Iterator[tuple[str, str]]:
@@ -44,35 +45,52 @@ def record_texts(row: dict, metadata_fields: tuple[str, ...]) -> Iterator[tuple[
             yield f"metadata.{key}", metadata[key]
 
 
-def pii_hits_frame(pdf: pd.DataFrame, metadata_fields: tuple[str, ...]) -> pd.DataFrame:
-    """pandas: records (JSON text columns) -> one row per PII span found (PII_HITS_SCHEMA)."""
+def record_spans(row: dict, metadata_fields: tuple[str, ...]) -> list[tuple[str, str, int, int]]:
+    """(field, pii_type, start, end) of every PII span in one record's exported texts."""
     from etl.pii import find_pii
 
-    out = []
-    for row in pdf.to_dict("records"):
-        for field, text in record_texts(row, metadata_fields):
-            for span in find_pii(text):
-                start, end, pii_type = span[0], span[1], span[2]
-                out.append((row["record_key"], row["shard"], field, str(pii_type), int(start), int(end)))
-    return pd.DataFrame(out, columns=[f.name for f in PII_HITS_SCHEMA.fields])
+    return [(field, str(span[2]), int(span[0]), int(span[1]))
+            for field, text in record_texts(row, metadata_fields) for span in find_pii(text)]
 
 
-def pii_hits(records: DataFrame, metadata_fields: tuple[str, ...]) -> DataFrame:
-    """Every PII span in the exported texts, via mapInPandas around `pii_hits_frame`."""
-    fields = tuple(metadata_fields)
+def scans_frame(pdf: pd.DataFrame, metadata_fields: tuple[str, ...], digest: str) -> pd.DataFrame:
+    """pandas: records (key + JSON text columns) -> PII_SCANS_SCHEMA rows, one per record."""
+    out = [(digest, row[memo.KEY], [dict(zip(("field", "pii_type", "start", "end"), s))
+                                    for s in record_spans(row, metadata_fields)])
+           for row in pdf.to_dict("records")]
+    return pd.DataFrame(out, columns=[f.name for f in PII_SCANS_SCHEMA.fields])
 
+
+def scanned(records: DataFrame, metadata_fields: tuple[str, ...]) -> DataFrame:
+    """The scan inputs: record_key, shard, the memo key and the scanned fields as JSON text."""
+    fields = [F.col("text"), *[F.col(c) for c in MESSAGE_FIELDS],
+              *[F.col("metadata").getItem(k).alias(f"metadata.{k}") for k in metadata_fields]]
+    return records.select("record_key", "shard", memo.key_of(*fields).alias(memo.KEY), "text",
+                          *[F.to_json(c).alias(c) for c in MESSAGE_FIELDS], F.to_json("metadata").alias("metadata"))
+
+
+def scan(missing: DataFrame, metadata_fields: tuple[str, ...], digest: str) -> DataFrame:
+    """PII_SCANS rows for `missing` (rows of `scanned`), via mapInPandas around `scans_frame`."""
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
-            yield pii_hits_frame(pdf, fields)
+            yield scans_frame(pdf, metadata_fields, digest)
 
-    as_json = records.select("record_key", "shard", "text", *[F.to_json(c).alias(c) for c in MESSAGE_FIELDS],
-                             F.to_json("metadata").alias("metadata"))
-    return as_json.mapInPandas(fn, PII_HITS_SCHEMA)
+    return missing.drop("record_key", "shard").mapInPandas(fn, PII_SCANS_SCHEMA)
 
 
 def check(view: ReleaseView) -> GateResult:
-    """Fail on any detector hit; the figures count hits per type and records with a hit."""
-    hits = pii_hits(view.records, tuple(view.cfg.verify.pii_metadata_fields))
-    by_type, found = summarise(hits, "pii_type", ["shard", "record_key", "field", "start"], view.max_examples)
+    """Fail on any detector hit; the figures count hits per type and records with a hit.
+
+    Records whose scanned bytes were scanned before by the same code and settings take their spans from
+    lake.pii_scans (`etl.gates.memo`); the rest go through the detector.
+    """
+    fields = tuple(view.cfg.verify.pii_metadata_fields)
+    digest = code_digest(fields)
+    inputs = scanned(view.records, fields)
+    with memo.recalled(view, PII_SCANS, digest, inputs, lambda m: scan(m, fields, digest)) as scans:
+        spans = scans.where(F.size("spans") > 0).select(memo.KEY, F.explode("spans").alias("s"))
+        hits = (inputs.select("record_key", "shard", memo.KEY).join(spans, memo.KEY)
+                .select("record_key", "shard", "s.field", "s.pii_type", "s.start", "s.end"))
+        by_type, found = summarise(hits, "pii_type", ["shard", "record_key", "field", "start"], view.max_examples)
     total = sum(by_type.values())
     return GateResult(GATE, total == 0, {"hits": total, "hits_by_type": by_type}, found)
