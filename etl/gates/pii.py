@@ -24,6 +24,7 @@ from etl.schemas import PII_SCANS, PII_SCANS_SCHEMA
 GATE = "pii"
 MESSAGE_FIELDS = ("messages", "prompt", "chosen", "rejected")
 
+
 def code_digest(metadata_fields: tuple[str, ...]) -> str:
     """Names what a stored scan depends on: the detector, its patterns, this module and the scanned metadata."""
     from etl import pii as detector, pii_patterns
