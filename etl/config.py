@@ -163,7 +163,7 @@ class VerifyConf:
     max_chars: int = 400000
     max_examples: int = 5  # offending examples kept per gate in gate_results and the report
     pii_metadata_fields: tuple = ("question_title", "situation")  # free-text metadata the PII gate scans too
-    memo: bool = True  # reuse the PII gate's per-record spans for unchanged bytes (lake.pii_scans, etl.gates.memo)
+    memo: bool = True  # reuse the PII gate's per-record spans for unchanged bytes (lake.pii_scans, etl.io.memo)
 
 
 @dataclass(frozen=True)

@@ -79,9 +79,9 @@ def computed_keys(conv: DataFrame, digest: str) -> DataFrame:
 
 def stored_keys(spark: SparkSession, cfg: Config, digest: str) -> DataFrame:
     """The stored rows of this code digest, pinned to the table's current version (empty when absent)."""
-    path = cfg.table_path(TURN_KEYS)
-    version = delta.current_version(spark, path) if delta.table_exists(spark, path) else None
-    return delta.read_table(spark, cfg, TURN_KEYS, version).where(F.col("digest") == digest)
+    table = delta.read_current(spark, cfg, TURN_KEYS)
+    table = delta.read_table(spark, cfg, TURN_KEYS) if table is None else table  # absent: empty, with its schema
+    return table.where(F.col("digest") == digest)
 
 
 def keys_for(spark: SparkSession, cfg: Config, conv: DataFrame, run_id: str, stage: str) -> tuple[DataFrame, dict]:
@@ -96,7 +96,7 @@ def keys_for(spark: SparkSession, cfg: Config, conv: DataFrame, run_id: str, sta
     fresh = computed_keys(conv.join(missing, "content_hash", "left_semi"), digest).persist()
     n_new = fresh.count()
     if n_new:
-        delta.merge_new_rows(fresh, cfg, TURN_KEYS, KEY_COLUMNS, run_id, stage)
+        delta.merge_new_rows(fresh, cfg, TURN_KEYS, KEY_COLUMNS, run_id, stage, known_new=n_new)
     keys = stored.join(conv.select("content_hash").distinct(), "content_hash", "left_semi").unionByName(fresh)
     keys = keys.persist()
     n_keys = keys.count()

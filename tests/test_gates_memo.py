@@ -1,4 +1,4 @@
-"""The PII gate's memo (etl.gates.memo): a rerun takes stored per-record spans for unchanged bytes, scans the
+"""The PII gate's memo (etl.io.memo): a rerun takes stored per-record spans for unchanged bytes, scans the
 rest, and gives the verdict a full pass gives; with `verify.memo: false` nothing is stored or read."""
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def test_a_memo_that_cannot_be_written_keeps_the_verdict_and_names_the_table(spa
 
     monkeypatch.setattr(delta, "merge_new_rows", denied)
     cfg = make_config(raw_root=str(tmp_path), families=FAMILIES)
-    with caplog.at_level(logging.WARNING, logger="etl.gates.memo"):
+    with caplog.at_level(logging.WARNING, logger="etl.io.memo"):
         results, computed = _run(spark, cfg, _release_with_defects())
     assert not results[0] and results[1]["hits_by_type"] == {"EMAIL": 1, "PHONE": 1}
     assert computed == {PII_SCANS: 6}

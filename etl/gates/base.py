@@ -40,7 +40,7 @@ class ReleaseView:
     manifest: dict
     records: DataFrame
     tables: dict = field(default_factory=dict)
-    run_id: str = "verify"  # names the verify run in the commits of the memo tables (etl.gates.memo)
+    run_id: str = "verify"  # names the verify run in the commits of the memo tables (etl.io.memo)
     memo_computed: dict = field(default_factory=dict)  # memo table -> rows computed now (the rest were reused)
 
     def pinned_version(self, name: str) -> int | None:

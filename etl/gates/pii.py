@@ -3,7 +3,7 @@
 Scanned: every message of `messages`, `prompt`, `chosen` and `rejected`, phase A `text`, and the free-text
 metadata fields named in `verify.pii_metadata_fields`. Examples name the record, field, type and offsets, never
 the matched text, so the gate report does not leak what it found. Spans are kept per record bytes in
-lake.pii_scans (`etl.gates.memo`), so a rerun runs the detector over new or changed records only.
+lake.pii_scans (`etl.io.memo`), so a rerun runs the detector over new or changed records only.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from etl.code_digest import source_digest
-from etl.gates import memo
 from etl.gates.base import GateResult, ReleaseView, summarise
+from etl.io import memo
 from etl.schemas import PII_SCANS, PII_SCANS_SCHEMA
 
 GATE = "pii"
@@ -83,12 +83,14 @@ def check(view: ReleaseView) -> GateResult:
     """Fail on any detector hit; the figures count hits per type and records with a hit.
 
     Records whose scanned bytes were scanned before by the same code and settings take their spans from
-    lake.pii_scans (`etl.gates.memo`); the rest go through the detector.
+    lake.pii_scans (`etl.io.memo`); the rest go through the detector.
     """
     fields = tuple(view.cfg.verify.pii_metadata_fields)
     digest = code_digest(fields)
     inputs = scanned(view.records, fields)
-    with memo.recalled(view, PII_SCANS, digest, inputs, lambda m: scan(m, fields, digest)) as scans:
+    with memo.recalled(view.spark, view.cfg, PII_SCANS, digest, inputs, lambda m: scan(m, fields, digest),
+                       view.run_id, "verify", enabled=view.cfg.verify.memo) as (scans, computed):
+        view.memo_computed[PII_SCANS] = view.memo_computed.get(PII_SCANS, 0) + computed
         spans = scans.where(F.size("spans") > 0).select(memo.KEY, F.explode("spans").alias("s"))
         hits = (inputs.select("record_key", "shard", memo.KEY).join(spans, memo.KEY)
                 .select("record_key", "shard", "s.field", "s.pii_type", "s.start", "s.end"))

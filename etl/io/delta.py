@@ -47,6 +47,13 @@ def read_table(spark: SparkSession, cfg: Config, name: str, version: int | None 
     return reader.load(path)
 
 
+def read_current(spark: SparkSession, cfg: Config, name: str) -> DataFrame | None:
+    """A lake table pinned to its current version (later commits by another writer stay unseen), or None when the
+    table does not exist yet: the reader of the memo tables (etl.io.memo, etl.turn_keys)."""
+    version = current_version(spark, cfg.table_path(name))
+    return None if version is None else read_table(spark, cfg, name, version)
+
+
 def current_version(spark: SparkSession, path: str) -> int | None:
     from delta.tables import DeltaTable
 
@@ -199,10 +206,13 @@ def _write_if_changed(df: DataFrame, cfg: Config, name: str, path: str, run_id: 
     return WriteResult(name, current_version(spark, path), new_fp[0], True)
 
 
-def merge_new_rows(df: DataFrame, cfg: Config, name: str, keys: tuple[str, ...], run_id: str, stage: str) -> int:
-    """Insert rows whose keys are not in the table yet (an append-only cache such as embeddings)."""
-    from delta.tables import DeltaTable
+def merge_new_rows(df: DataFrame, cfg: Config, name: str, keys: tuple[str, ...], run_id: str, stage: str,
+                   known_new: int | None = None) -> int:
+    """Insert rows whose keys are not in the table yet (an append-only cache such as embeddings).
 
+    `known_new`: the caller already left out the keys of the table's current version and counted the rows (a
+    memo, etl.io.memo); the MERGE then takes them as they are (it still inserts a key only when it is absent).
+    """
     spark = df.sparkSession
     path = cfg.table_path(name)
     df = with_comments(df.dropDuplicates(list(keys)), name)
@@ -211,6 +221,11 @@ def merge_new_rows(df: DataFrame, cfg: Config, name: str, keys: tuple[str, ...],
             "userMetadata", _user_metadata(run_id, stage, cfg)).save(path)
         register_table(spark, cfg, name)
         return spark.read.format("delta").load(path).count()
+    if known_new is not None:
+        if known_new:
+            _merge_absent(df, path, keys, run_id, stage, cfg)
+        register_table(spark, cfg, name)
+        return known_new
     existing = spark.read.format("delta").load(path).select(*keys)
     # Materialised once: the rows may come from an expensive UDF (the embedding model), which the count and the
     # MERGE (which reads its source more than once) would otherwise each run again.
@@ -218,17 +233,24 @@ def merge_new_rows(df: DataFrame, cfg: Config, name: str, keys: tuple[str, ...],
     try:
         n = fresh.count()
         if n:
-            cond = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-            spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", _user_metadata(run_id, stage, cfg))
-            try:
-                (DeltaTable.forPath(spark, path).alias("t").merge(fresh.alias("s"), cond)
-                 .whenNotMatchedInsertAll().execute())
-            finally:
-                spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+            _merge_absent(fresh, path, keys, run_id, stage, cfg)
     finally:
         fresh.unpersist()
     register_table(spark, cfg, name)
     return n
+
+
+def _merge_absent(rows: DataFrame, path: str, keys: tuple[str, ...], run_id: str, stage: str, cfg: Config) -> None:
+    """MERGE inserting the rows whose keys the table lacks, the run id and stage in the commit's userMetadata."""
+    from delta.tables import DeltaTable
+
+    spark = rows.sparkSession
+    cond = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", _user_metadata(run_id, stage, cfg))
+    try:
+        DeltaTable.forPath(spark, path).alias("t").merge(rows.alias("s"), cond).whenNotMatchedInsertAll().execute()
+    finally:
+        spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
 
 
 def register_table(spark: SparkSession, cfg: Config, name: str) -> None:
