@@ -167,11 +167,18 @@ def classify_edges(best: DataFrame, features: DataFrame, sigs: DataFrame, vector
                     F.col("jaccard").cast("double"), F.col("cosine").cast("double"), "source", "field"))
 
 
+def one_text_per_hash(texts: DataFrame) -> DataFrame:
+    """(text_hash, text) with one raw text per hash, the smallest: raw texts of one hash differ in what
+    canonical_text drops (markup, entities, spacing) and the model sees them, so the choice must not depend on
+    row order or partitioning (dropDuplicates keeps whichever row comes first)."""
+    return texts.groupBy("text_hash").agg(F.min("text").alias("text"))
+
+
 def informative_texts(conv: DataFrame, features: DataFrame) -> DataFrame:
     """(text_hash, text): one raw text per distinct informative text hash of `conv`, the texts dedup embeds."""
-    return (with_texts(conv).join(features.select("conversation_id", "field", "text_hash", "informative"),
-                                  ["conversation_id", "field"], how="inner")
-            .where("informative").select("text_hash", "text").dropDuplicates(["text_hash"]))
+    return one_text_per_hash(with_texts(conv).join(
+        features.select("conversation_id", "field", "text_hash", "informative"), ["conversation_id", "field"],
+        how="inner").where("informative").select("text_hash", "text"))
 
 
 def embedding_path(n_missing: int, driver_max_texts: int, local: bool) -> str:

@@ -171,12 +171,12 @@ def best_answer_per_prompt(keyed: DataFrame) -> DataFrame:
 def cache_prompt_vectors(spark: SparkSession, cfg: Config, keyed: DataFrame, run_id: str) -> dict:
     """Embed the hard-negative prompts the embeddings cache lacks (dedup skips uninformative texts) and store them,
     so a rerun needs no model here. Without a model the prompts stay missing; the per-split step counts them."""
-    from etl.stages.dedup import embed_missing
+    from etl.stages.dedup import embed_missing, one_text_per_hash
 
-    prompts = (keyed.where(F.col("family").isin(list(cfg.generators.hard_negative_families))
-                           & F.col("first_user_hash").isNotNull())
-               .select(F.col("first_user_hash").alias("text_hash"), F.col("first_user_text").alias("text"))
-               .dropDuplicates(["text_hash"]))
+    prompts = one_text_per_hash(keyed.where(F.col("family").isin(list(cfg.generators.hard_negative_families))
+                                            & F.col("first_user_hash").isNotNull())
+                                .select(F.col("first_user_hash").alias("text_hash"),
+                                        F.col("first_user_text").alias("text")))
     try:
         return embed_missing(spark, cfg, prompts, run_id, STAGE)[1]
     except Exception as exc:  # noqa: BLE001 - no model: hard negatives skip those prompts and say why
