@@ -80,7 +80,7 @@ def computed_keys(conv: DataFrame, digest: str) -> DataFrame:
 def stored_keys(spark: SparkSession, cfg: Config, digest: str) -> DataFrame:
     """The stored rows of this code digest, pinned to the table's current version (empty when absent)."""
     table = delta.read_current(spark, cfg, TURN_KEYS)
-    table = delta.read_table(spark, cfg, TURN_KEYS) if table is None else table  # absent: empty, with its schema
+    table = spark.createDataFrame([], TURN_KEYS_SCHEMA) if table is None else table  # absent: none stored yet
     return table.where(F.col("digest") == digest)
 
 

@@ -303,7 +303,7 @@ def test_a_few_missing_texts_are_embedded_in_the_driver_with_the_vectors_tasks_g
     assert float(np.dot(got["driver"]["h0"], got["driver"]["h3"])) < 0.9  # different questions stay apart
 
 
-def test_the_text_embedded_for_a_hash_is_its_smallest_raw_variant_whatever_the_row_order(spark):
+def test_the_text_embedded_for_a_hash_is_its_shortest_raw_variant_whatever_the_row_order(spark):
     from etl import contract
 
     variants = ["Caf&eacute; visits make me anxious, what can I do?", "Café visits make me anxious, what can I do?",
@@ -318,4 +318,4 @@ def test_the_text_embedded_for_a_hash_is_its_smallest_raw_variant_whatever_the_r
             [(f"c{i}", "prompt", contract.text_hash(t), True) for i, t in enumerate(order)],
             "conversation_id string, field string, text_hash string, informative boolean")
         got = [(r.text_hash, r.text) for r in dedup.informative_texts(conv, features).collect()]
-        assert got == [(contract.text_hash(variants[0]), min(variants))]
+        assert got == [(contract.text_hash(variants[0]), variants[1])]  # no entity, no double spaces

@@ -42,6 +42,19 @@ def test_new_cache_rows_run_their_udf_once(spark, make_config, tmp_path):
     assert sorted(r.text_hash for r in delta.read_table(spark, cfg, EMBEDDINGS).collect()) == ["a", "b", "c", "d"]
 
 
+def test_rows_given_as_known_new_still_insert_only_absent_keys(spark, make_config, tmp_path):
+    """known_new skips the anti-join and count (the memo did both); a key stored meanwhile is still not doubled."""
+    cfg = make_config(raw_root=str(tmp_path))
+    vectors = "text_hash string, model string, vector array<float>"
+    delta.merge_new_rows(spark.createDataFrame([("a", "m", [1.0]), ("b", "m", [1.0])], vectors), cfg, EMBEDDINGS,
+                         ("text_hash", "model"), "r1", "dedup")
+    fresh = spark.createDataFrame([("b", "m", [2.0]), ("c", "m", [2.0])], vectors).persist()
+    assert delta.merge_new_rows(fresh, cfg, EMBEDDINGS, ("text_hash", "model"), "r2", "dedup", known_new=2) == 2
+    fresh.unpersist()
+    rows = {r.text_hash: r.vector for r in delta.read_table(spark, cfg, EMBEDDINGS).collect()}
+    assert rows == {"a": [1.0], "b": [1.0], "c": [2.0]}
+
+
 def test_a_changed_table_is_computed_once_for_fingerprint_and_write(spark, make_config, tmp_path):
     cfg = make_config(raw_root=str(tmp_path))
     seen = spark.sparkContext.accumulator(0)

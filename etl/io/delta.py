@@ -210,8 +210,10 @@ def merge_new_rows(df: DataFrame, cfg: Config, name: str, keys: tuple[str, ...],
                    known_new: int | None = None) -> int:
     """Insert rows whose keys are not in the table yet (an append-only cache such as embeddings).
 
-    `known_new`: the caller already left out the keys of the table's current version and counted the rows (a
-    memo, etl.io.memo); the MERGE then takes them as they are (it still inserts a key only when it is absent).
+    `known_new`: the caller already left out the keys of the table's current version, persisted `df` (the MERGE
+    reads its source more than once) and counted it (a memo, etl.io.memo; turn_keys); the MERGE then takes the
+    rows as they are, still inserting a key only when it is absent, and `known_new` is returned as given. Without
+    it, the rows whose keys are new are counted here and that count is returned.
     """
     spark = df.sparkSession
     path = cfg.table_path(name)

@@ -168,10 +168,12 @@ def classify_edges(best: DataFrame, features: DataFrame, sigs: DataFrame, vector
 
 
 def one_text_per_hash(texts: DataFrame) -> DataFrame:
-    """(text_hash, text) with one raw text per hash, the smallest: raw texts of one hash differ in what
-    canonical_text drops (markup, entities, spacing) and the model sees them, so the choice must not depend on
-    row order or partitioning (dropDuplicates keeps whichever row comes first)."""
-    return texts.groupBy("text_hash").agg(F.min("text").alias("text"))
+    """(text_hash, text) with one raw text per hash: the shortest, then the lowest. Raw texts of one hash differ in
+    what canonical_text drops (markup, entities, spacing), which the model sees: the choice must not depend on row
+    order or partitioning (dropDuplicates keeps whichever row comes first), and the shortest is the one with the
+    least markup."""
+    shortest = F.min(F.struct(F.length("text").alias("n"), F.col("text").alias("text")))
+    return texts.groupBy("text_hash").agg(shortest["text"].alias("text"))
 
 
 def informative_texts(conv: DataFrame, features: DataFrame) -> DataFrame:
