@@ -28,12 +28,12 @@ from pyspark.sql import functions as F
 from etl import contract, leakage
 from etl.code_digest import source_digest
 from etl.config import Config
-from etl.io import delta
+from etl.io import memo
 from etl.schemas import ROLE_ASSISTANT, ROLE_USER, TURN_KEYS, TURN_KEYS_SCHEMA
 
 log = logging.getLogger(__name__)
 
-KEY_COLUMNS = ("digest", "content_hash")
+KEY_COLUMNS = (memo.DIGEST, "content_hash")  # one stored row per content and code digest
 
 
 def code_digest() -> str:
@@ -68,39 +68,27 @@ def keys_frame(pdf: pd.DataFrame, digest: str) -> pd.DataFrame:
 
 
 def computed_keys(conv: DataFrame, digest: str) -> DataFrame:
-    """Keys of every distinct content hash of `conv` (content_hash, messages), hashed in Python."""
+    """Keys of the rows of `conv` (content_hash, messages), one row per content hash, hashed in Python."""
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
             yield keys_frame(pdf, digest)
 
-    return (conv.dropDuplicates(["content_hash"])
-            .select("content_hash", F.to_json("messages").alias("messages_json")).mapInPandas(fn, TURN_KEYS_SCHEMA))
-
-
-def stored_keys(spark: SparkSession, cfg: Config, digest: str) -> DataFrame:
-    """The stored rows of this code digest, pinned to the table's current version (empty when absent)."""
-    table = delta.read_current(spark, cfg, TURN_KEYS)
-    table = spark.createDataFrame([], TURN_KEYS_SCHEMA) if table is None else table  # absent: none stored yet
-    return table.where(F.col("digest") == digest)
+    return conv.select("content_hash", F.to_json("messages").alias("messages_json")).mapInPandas(fn, TURN_KEYS_SCHEMA)
 
 
 def keys_for(spark: SparkSession, cfg: Config, conv: DataFrame, run_id: str, stage: str) -> tuple[DataFrame, dict]:
     """(digest, content_hash, first_user, answers) for every content hash of `conv`, and counts.
 
-    Stored rows are reused; the missing contents are hashed now and merged into lake.turn_keys. The returned
-    frame is cached: unpersist it when done.
+    A memo (`etl.io.memo.recalled`, keyed by content hash): stored rows are reused, the missing contents are
+    hashed now and merged into lake.turn_keys. When that merge fails, the stage keeps the keys it hashed and the
+    warning names the table; the next run hashes them again. The returned frame is cached: unpersist it when done.
     """
     digest = code_digest()
-    stored = stored_keys(spark, cfg, digest)
-    missing = conv.select("content_hash").distinct().join(stored.select("content_hash"), "content_hash", "left_anti")
-    fresh = computed_keys(conv.join(missing, "content_hash", "left_semi"), digest).persist()
-    n_new = fresh.count()
-    if n_new:
-        delta.merge_new_rows(fresh, cfg, TURN_KEYS, KEY_COLUMNS, run_id, stage, known_new=n_new)
-    keys = stored.join(conv.select("content_hash").distinct(), "content_hash", "left_semi").unionByName(fresh)
-    keys = keys.persist()
-    n_keys = keys.count()
-    fresh.unpersist()
+    inputs = conv.select("content_hash", "messages")
+    with memo.recalled(spark, cfg, TURN_KEYS, digest, inputs, lambda missing: computed_keys(missing, digest),
+                       run_id, stage, key="content_hash") as (rows, n_new):
+        keys = rows.persist()
+        n_keys = keys.count()
     log.info("turn keys: %d contents, %d hashed now, %d from lake.turn_keys", n_keys, n_new, n_keys - n_new)
     return keys, {"turn_keys_hashed": n_new, "turn_keys_reused": n_keys - n_new}
 

@@ -87,3 +87,25 @@ def test_rerun_hashes_only_new_contents_and_ignores_other_code(spark, make_confi
     assert delta.read_table(spark, cfg, TURN_KEYS).where(F.col("digest") == turn_keys.code_digest()).count() == 8
     assert delta.read_table(spark, cfg, TURN_KEYS).count() == 9  # 8 of this code + the old-code row
 
+
+
+def test_a_turn_keys_store_that_fails_keeps_the_keys_and_names_the_table(spark, make_config, tmp_path,
+                                                                         monkeypatch, caplog):
+    import logging
+
+    def denied(df, cfg, name, *args, **kwargs):
+        raise PermissionError(f"Access Denied writing {cfg.table_path(name)}")
+
+    monkeypatch.setattr(delta, "merge_new_rows", denied)
+    cfg = make_config(raw_root=str(tmp_path))
+    conv = spark.createDataFrame(_conversations(TURNS[:3]), CONV_SCHEMA)
+    with caplog.at_level(logging.WARNING, logger="etl.io.memo"):
+        keys, counts = turn_keys.keys_for(spark, cfg, conv, "run1", "test")
+    assert counts == {"turn_keys_hashed": 3, "turn_keys_reused": 0}
+    got = {r["conversation_id"]: r["prompt_hash"]
+           for r in turn_keys.with_turn_hashes(conv.drop("messages"), keys, 24).collect()}
+    assert got == {r["conversation_id"]: r["prompt_hash"] for r in leakage.with_turn_hashes(conv, 24).collect()}
+    keys.unpersist()
+    assert any(cfg.table_path(TURN_KEYS) in r.getMessage() and "Access Denied" in r.getMessage()
+               for r in caplog.records)
+    assert not delta.table_exists(spark, cfg.table_path(TURN_KEYS))

@@ -14,7 +14,8 @@ without) and the preference-pair hygiene checks (the preference_pairs stage 47.1
 42.9 and 47.0 s without, although the checks alone are 10 s of Python).
 
 A memo that cannot be written (read-only lake, S3 denied) costs only the saving: the caller keeps its result and
-the failure is logged with the table path.
+the failure is logged with the table path. The stages' memo of turn keys (lake.turn_keys, `etl.turn_keys`) is
+one of these too, keyed by the conversation's content hash instead of a computed key.
 """
 
 from __future__ import annotations
@@ -43,34 +44,35 @@ def key_of(*cols: Column) -> Column:
 
 @contextmanager
 def recalled(spark: SparkSession, cfg: Config, table: str, digest: str, inputs: DataFrame,
-             compute: Callable[[DataFrame], DataFrame], run_id: str, stage: str, enabled: bool = True
-             ) -> Iterator[tuple[DataFrame, int]]:
+             compute: Callable[[DataFrame], DataFrame], run_id: str, stage: str, enabled: bool = True,
+             key: str = KEY) -> Iterator[tuple[DataFrame, int]]:
     """(memo rows (digest, key, results...) for every distinct `key` of `inputs`, how many were computed now).
 
-    `inputs` holds `key` and the columns `compute` reads; `compute(missing)` maps the inputs whose key has no
+    `inputs` holds the `key` column (`key_of`, or a column that already names the content, such as
+    content_hash) and the columns `compute` reads; `compute(missing)` maps the inputs whose key has no
     stored row (one row per key) to rows of the table's schema. They are computed once (persisted until the block
     ends), merged into lake.<table> and given with the stored rows. `enabled=False` computes every key and stores
     nothing.
     """
-    distinct = inputs.dropDuplicates([KEY])
+    distinct = inputs.dropDuplicates([key])
     stored = delta.read_current(spark, cfg, table) if enabled else None
     if stored is not None:
         stored = stored.where(F.col(DIGEST) == digest)
-    missing = distinct if stored is None else distinct.join(stored.select(KEY), KEY, "left_anti")
+    missing = distinct if stored is None else distinct.join(stored.select(key), key, "left_anti")
     fresh = compute(missing).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         n_fresh = fresh.count()
         if n_fresh and enabled:
-            _store(cfg, table, fresh, n_fresh, run_id, stage)
-        rows = fresh if stored is None else stored.join(distinct.select(KEY), KEY, "left_semi").unionByName(fresh)
+            _store(cfg, table, fresh, n_fresh, key, run_id, stage)
+        rows = fresh if stored is None else stored.join(distinct.select(key), key, "left_semi").unionByName(fresh)
         yield rows, n_fresh
     finally:
         fresh.unpersist()
 
 
-def _store(cfg: Config, table: str, fresh: DataFrame, n_fresh: int, run_id: str, stage: str) -> None:
+def _store(cfg: Config, table: str, fresh: DataFrame, n_fresh: int, key: str, run_id: str, stage: str) -> None:
     try:
-        delta.merge_new_rows(fresh, cfg, table, (DIGEST, KEY), run_id, stage, known_new=n_fresh)
+        delta.merge_new_rows(fresh, cfg, table, (DIGEST, key), run_id, stage, known_new=n_fresh)
     except Exception as exc:  # noqa: BLE001 - the memo only saves time; the result does not depend on it
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         log.warning("memo: could not add %d rows to %s (%s); the next run computes them again",
