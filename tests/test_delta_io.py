@@ -55,6 +55,32 @@ def test_rows_given_as_known_new_still_insert_only_absent_keys(spark, make_confi
     assert rows == {"a": [1.0], "b": [1.0], "c": [2.0]}
 
 
+def test_a_caches_missing_entries_are_computed_once_and_a_key_stored_meanwhile_is_not_doubled(
+        spark, make_config, tmp_path):
+    """add_missing: the rows' UDF runs once for the count and the MERGE, an absent table is created, and a key
+    another writer stored after the caller looked keeps its stored row."""
+    cfg = make_config(raw_root=str(tmp_path))
+    vectors = "text_hash string, model string, vector array<float>"
+    seen = spark.sparkContext.accumulator(0)
+
+    def counted(batches):
+        for batch in batches:
+            seen.add(len(batch))
+            yield batch
+
+    first = spark.createDataFrame([("a", "m", [1.0])], vectors).mapInPandas(counted, vectors)
+    assert delta.add_missing(first, cfg, EMBEDDINGS, ("text_hash", "model"), "r1", "dedup") == 1
+    seen.value = 0
+    second = spark.createDataFrame([("a", "m", [2.0]), ("b", "m", [2.0])], vectors).mapInPandas(counted, vectors)
+    assert delta.add_missing(second, cfg, EMBEDDINGS, ("text_hash", "model"), "r2", "dedup") == 2
+    assert seen.value == 2  # computed once: not again for the MERGE
+    rows = {r.text_hash: r.vector for r in delta.read_table(spark, cfg, EMBEDDINGS).collect()}
+    assert rows == {"a": [1.0], "b": [2.0]}
+    assert delta.add_missing(spark.createDataFrame([], vectors), cfg, EMBEDDINGS, ("text_hash", "model"),
+                             "r3", "dedup") == 0
+    assert delta.current_version(spark, cfg.table_path(EMBEDDINGS)) == 1  # nothing to add: no commit
+
+
 def test_a_changed_table_is_computed_once_for_fingerprint_and_write(spark, make_config, tmp_path):
     cfg = make_config(raw_root=str(tmp_path))
     seen = spark.sparkContext.accumulator(0)

@@ -91,7 +91,7 @@ def cached_features(spark: SparkSession, cfg: Config, texts: DataFrame, bands: i
     cached = delta.read_table(spark, cfg, TEXT_FEATURES).where(F.col("params") == params).select("raw_key")
     missing = distinct.join(cached, "raw_key", how="left_anti")
     new = missing.mapInPandas(text_features_fn(conf, bands, rows, params), TEXT_FEATURES_SCHEMA)
-    n_new = delta.merge_new_rows(new, cfg, TEXT_FEATURES, ("raw_key", "params"), run_id, "dedup")
+    n_new = delta.add_missing(new, cfg, TEXT_FEATURES, ("raw_key", "params"), run_id, "dedup")
     table = delta.read_table(spark, cfg, TEXT_FEATURES).where(F.col("params") == params).drop("params")
     features = keyed.select("conversation_id", "content_hash", "field", "raw_key").join(table, "raw_key", "inner")
     n_distinct = distinct.count()

@@ -242,6 +242,22 @@ def merge_new_rows(df: DataFrame, cfg: Config, name: str, keys: tuple[str, ...],
     return n
 
 
+def add_missing(rows: DataFrame, cfg: Config, name: str, keys: tuple[str, ...], run_id: str, stage: str) -> int:
+    """Add a cache's missing entries: `rows` were computed for keys the table lacked when the caller looked (new
+    texts' MinHash features or vectors). They are computed once (persisted), counted and merged as they are: the
+    MERGE still inserts a key only when it is absent, so the second comparison against the whole table that
+    `merge_new_rows` makes otherwise is skipped. Returns the number of rows given.
+    """
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        n = rows.count()
+        if n:
+            merge_new_rows(rows, cfg, name, keys, run_id, stage, known_new=n)
+        return n
+    finally:
+        rows.unpersist()
+
+
 def _merge_absent(rows: DataFrame, path: str, keys: tuple[str, ...], run_id: str, stage: str, cfg: Config) -> None:
     """MERGE inserting the rows whose keys the table lacks, the run id and stage in the commit's userMetadata."""
     from delta.tables import DeltaTable

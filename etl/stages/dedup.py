@@ -205,7 +205,12 @@ def embed_on_driver(spark: SparkSession, texts: DataFrame, conf: EmbeddingConf, 
 
 def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: str, stage: str = "dedup"
                   ) -> tuple[DataFrame, dict]:
-    """Vectors for every distinct text, embedding only texts the cache does not hold yet."""
+    """Vectors for every distinct text, embedding only texts the cache does not hold yet.
+
+    `texts` (text_hash, text) is read by the counts, the embedding and the returned vectors: persist it. The
+    new vectors are added with `delta.add_missing`: computed once and merged without a second comparison against
+    the whole cache.
+    """
     conf = cfg.dedup.embeddings
     key = model_key(conf)
     cached = delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key).select("text_hash")
@@ -218,7 +223,7 @@ def embed_missing(spark: SparkSession, cfg: Config, texts: DataFrame, run_id: st
         todo, threads = udfs.embedding_tasks(spark, missing, n_missing, udfs.task_batch_size(spark, conf))
         new = todo.mapInPandas(udfs.embed_fn(conf, key, threads), udfs.EMBED_OUT_SCHEMA)
     if n_missing:
-        delta.merge_new_rows(new, cfg, EMBEDDINGS, ("text_hash", "model"), run_id, stage)
+        delta.add_missing(new, cfg, EMBEDDINGS, ("text_hash", "model"), run_id, stage)
     vectors = (delta.read_table(spark, cfg, EMBEDDINGS).where(F.col("model") == key)
                .join(texts.select("text_hash"), "text_hash", how="left_semi").select("text_hash", "vector"))
     n_texts = texts.count()
@@ -232,7 +237,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     conv = delta.read_table(spark, cfg, CONVERSATIONS).select("conversation_id", "content_hash", "messages")
     features, hash_counts = cached_features(spark, cfg, with_texts(conv), bands, rows, run_id)
     features = features.persist()
-    texts = informative_texts(conv, features)
+    texts = informative_texts(conv, features).persist()  # read by embed_missing's counts, model and vectors
     started = time.perf_counter()
     vectors, embed_counts = embed_missing(spark, cfg, texts, run_id)
     embed_counts["embedding_s"] = round(time.perf_counter() - started, 1)  # model time, reported apart
@@ -272,7 +277,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
            .agg(F.count("*").alias("n")).collect()},
         **cstats, "clusters_rows": w_clusters.rows,
     }
-    for df in (features, sigs, vec_bands, em_pairs, cands, verified, best, edges):
+    for df in (features, texts, sigs, vec_bands, em_pairs, cands, verified, best, edges):
         df.unpersist()
     log.info("dedup: %s", counts)
     return counts

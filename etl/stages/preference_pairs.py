@@ -176,12 +176,14 @@ def cache_prompt_vectors(spark: SparkSession, cfg: Config, keyed: DataFrame, run
     prompts = one_text_per_hash(keyed.where(F.col("family").isin(list(cfg.generators.hard_negative_families))
                                             & F.col("first_user_hash").isNotNull())
                                 .select(F.col("first_user_hash").alias("text_hash"),
-                                        F.col("first_user_text").alias("text")))
+                                        F.col("first_user_text").alias("text"))).persist()
     try:
         return embed_missing(spark, cfg, prompts, run_id, STAGE)[1]
     except Exception as exc:  # noqa: BLE001 - no model: hard negatives skip those prompts and say why
         log.warning("hard negatives: prompts missing from the embeddings cache not embedded (%s)", exc)
         return {"texts_embedded": 0, "embedding_error": f"{type(exc).__name__}: {exc}"[:300]}
+    finally:
+        prompts.unpersist()
 
 
 def hard_negative_prompts(keyed: DataFrame, families: tuple) -> DataFrame:
