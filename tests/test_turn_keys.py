@@ -43,6 +43,7 @@ def test_cached_hashes_equal_the_python_ones(spark, make_config, tmp_path):
     cfg = make_config(raw_root=str(tmp_path))
     conv = spark.createDataFrame(_conversations(TURNS) + _conversations(TURNS[:2], "dup"), CONV_SCHEMA)
     keys, counts = turn_keys.keys_for(spark, cfg, conv, "run1", "test")
+    assert keys.is_cached  # with no table yet too: the memo's own frame is released, not the one returned
     assert counts == {"turn_keys_hashed": 8, "turn_keys_reused": 0}  # 10 rows, 8 distinct contents
     for min_chars in (0, 10, 24, 60):  # one stored row serves every setting
         expected = {r["conversation_id"]: (r["prompt_hash"], list(r["answer_hashes"]))
@@ -88,7 +89,6 @@ def test_rerun_hashes_only_new_contents_and_ignores_other_code(spark, make_confi
     assert delta.read_table(spark, cfg, TURN_KEYS).count() == 9  # 8 of this code + the old-code row
 
 
-
 def test_a_turn_keys_store_that_fails_keeps_the_keys_and_names_the_table(spark, make_config, tmp_path,
                                                                          monkeypatch, caplog):
     import logging
@@ -101,7 +101,7 @@ def test_a_turn_keys_store_that_fails_keeps_the_keys_and_names_the_table(spark, 
     conv = spark.createDataFrame(_conversations(TURNS[:3]), CONV_SCHEMA)
     with caplog.at_level(logging.WARNING, logger="etl.io.memo"):
         keys, counts = turn_keys.keys_for(spark, cfg, conv, "run1", "test")
-    assert counts == {"turn_keys_hashed": 3, "turn_keys_reused": 0}
+    assert keys.is_cached and counts == {"turn_keys_hashed": 3, "turn_keys_reused": 0}
     got = {r["conversation_id"]: r["prompt_hash"]
            for r in turn_keys.with_turn_hashes(conv.drop("messages"), keys, 24).collect()}
     assert got == {r["conversation_id"]: r["prompt_hash"] for r in leakage.with_turn_hashes(conv, 24).collect()}

@@ -211,7 +211,7 @@ def merge_new_rows(df: DataFrame, cfg: Config, name: str, keys: tuple[str, ...],
     """Insert rows whose keys are not in the table yet (an append-only cache such as embeddings).
 
     `known_new`: the caller already left out the keys of the table's current version, persisted `df` (the MERGE
-    reads its source more than once) and counted it (a memo, etl.io.memo; turn_keys); the MERGE then takes the
+    reads its source more than once) and counted it (etl.io.memo, `add_missing`); the MERGE then takes the
     rows as they are, still inserting a key only when it is absent, and `known_new` is returned as given. Without
     it, the rows whose keys are new are counted here and that count is returned.
     """
@@ -246,7 +246,8 @@ def add_missing(rows: DataFrame, cfg: Config, name: str, keys: tuple[str, ...], 
     """Add a cache's missing entries: `rows` were computed for keys the table lacked when the caller looked (new
     texts' MinHash features or vectors). They are computed once (persisted), counted and merged as they are: the
     MERGE still inserts a key only when it is absent, so the second comparison against the whole table that
-    `merge_new_rows` makes otherwise is skipped. Returns the number of rows given.
+    `merge_new_rows` makes otherwise is skipped. Returns the number of rows given (computed now), which counts
+    a key another writer stored meanwhile although the MERGE skips it.
     """
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
     try:

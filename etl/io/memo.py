@@ -64,7 +64,11 @@ def recalled(spark: SparkSession, cfg: Config, table: str, digest: str, inputs: 
         n_fresh = fresh.count()
         if n_fresh and enabled:
             _store(cfg, table, fresh, n_fresh, key, run_id, stage)
-        rows = fresh if stored is None else stored.join(distinct.select(key), key, "left_semi").unionByName(fresh)
+        # a frame of its own even with nothing stored: a caller may persist `rows` past this block (turn_keys
+        # does), and unpersisting `fresh` below would uncache `fresh` itself, recomputing it on every later read
+        reused = (spark.createDataFrame([], fresh.schema) if stored is None
+                  else stored.join(distinct.select(key), key, "left_semi"))
+        rows = reused.unionByName(fresh)
         yield rows, n_fresh
     finally:
         fresh.unpersist()
