@@ -33,7 +33,8 @@ from etl.schemas import ROLE_ASSISTANT, ROLE_USER, TURN_KEYS, TURN_KEYS_SCHEMA
 
 log = logging.getLogger(__name__)
 
-KEY_COLUMNS = (memo.DIGEST, "content_hash")  # one stored row per content and code digest
+CONTENT_KEY = "content_hash"  # the memo's key: the keys are a pure function of the content this hash names
+KEY_COLUMNS = (memo.DIGEST, CONTENT_KEY)  # one stored row per content and code digest
 
 
 def code_digest() -> str:
@@ -68,7 +69,8 @@ def keys_frame(pdf: pd.DataFrame, digest: str) -> pd.DataFrame:
 
 
 def computed_keys(conv: DataFrame, digest: str) -> DataFrame:
-    """Keys of the rows of `conv` (content_hash, messages), one row per content hash, hashed in Python."""
+    """Keys of the rows of `conv` (content_hash, messages), hashed in Python: one key row per input row (the memo
+    passes one row per content hash)."""
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
             yield keys_frame(pdf, digest)
@@ -84,9 +86,9 @@ def keys_for(spark: SparkSession, cfg: Config, conv: DataFrame, run_id: str, sta
     warning names the table; the next run hashes them again. The returned frame is cached: unpersist it when done.
     """
     digest = code_digest()
-    inputs = conv.select("content_hash", "messages")
+    inputs = conv.select(CONTENT_KEY, "messages")
     with memo.recalled(spark, cfg, TURN_KEYS, digest, inputs, lambda missing: computed_keys(missing, digest),
-                       run_id, stage, key="content_hash") as (rows, n_new):
+                       run_id, stage, key=CONTENT_KEY) as (rows, n_new):
         keys = rows.persist()
         n_keys = keys.count()
     log.info("turn keys: %d contents, %d hashed now, %d from lake.turn_keys", n_keys, n_new, n_keys - n_new)
