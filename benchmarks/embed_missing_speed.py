@@ -14,7 +14,6 @@ appended to `--out` (a JSON list).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from etl.bench.run import bench_config  # noqa: E402
+from etl.bench.run import append_result, bench_config  # noqa: E402
 from etl.dedup.features import cached_features  # noqa: E402
 from etl.io import delta  # noqa: E402
 from etl.schemas import CONVERSATIONS, EMBEDDINGS  # noqa: E402
@@ -84,10 +83,7 @@ def main(argv=None) -> int:
     cos = [float(np.dot(a, b)) for a, b in zip(both["new"], both["vector"])]
     result = {"path": args.path, "n": args.n, "texts": n_texts, "seconds": seconds, **counts,
               "re_embedded": len(both), "cosine_to_deleted_min": round(min(cos), 6) if cos else None}
-    print(json.dumps(result), flush=True)
-    out = json.load(open(args.out)) if os.path.exists(args.out) else []
-    with open(args.out, "w") as fh:
-        json.dump(out + [result], fh, indent=2)
+    append_result(args.out, result)
     return 0
 
 

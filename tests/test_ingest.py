@@ -134,19 +134,28 @@ def _chat(user: str, answer: str) -> str:
     return json.dumps({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]})
 
 
-def test_rerun_parses_only_new_and_changed_objects_and_drops_removed_ones(spark, make_config, tmp_path):
-    """The ingest ledger: an unchanged object keeps its rows (and their run id), a changed one is parsed again, a
-    removed one leaves with its rows and PII counts, a new one is parsed, and a settings change parses everything."""
+def _raw_lake(spark, make_config, tmp_path, files: dict[str, str]):
+    """(support_chat folder, config, ingest_now(run_id, config)) over a raw tree holding `files`."""
     raw = tmp_path / "raw" / "support_chat"
     raw.mkdir(parents=True)
-    (raw / "a.jsonl").write_text(_chat("I feel low", "I hear you.") + "\n{bad json\n")
-    (raw / "b.jsonl").write_text(_chat("Write to me at sam@example.com please", "Thank you for sharing.") + "\n")
-    (raw / "e.jsonl").write_text(_chat("My exams scare me", "Exams can feel huge.") + "\n")
+    for name, text in files.items():
+        (raw / name).write_text(text)
     cfg = make_config("shared_corpus.yaml", raw_root=str(tmp_path / "raw"))
 
     def ingest_now(run_id, config=cfg):
         inventory.run(spark, config, run_id)
         return ingest.run(spark, config, run_id)
+
+    return raw, cfg, ingest_now
+
+
+def test_rerun_parses_only_new_and_changed_objects_and_drops_removed_ones(spark, make_config, tmp_path):
+    """The ingest ledger: an unchanged object keeps its rows (and their run id), a changed one is parsed again, a
+    removed one leaves with its rows and PII counts, a new one is parsed, and a settings change parses everything."""
+    raw, cfg, ingest_now = _raw_lake(spark, make_config, tmp_path, {
+        "a.jsonl": _chat("I feel low", "I hear you.") + "\n{bad json\n",
+        "b.jsonl": _chat("Write to me at sam@example.com please", "Thank you for sharing.") + "\n",
+        "e.jsonl": _chat("My exams scare me", "Exams can feel huge.") + "\n"})
 
     def rows(table):
         return {(r["source_uri"], r["source_locator"]): r["ingest_run_id"]
@@ -154,6 +163,7 @@ def test_rerun_parses_only_new_and_changed_objects_and_drops_removed_ones(spark,
 
     first = ingest_now("r1")
     assert (first["objects_parsed"], first["objects_reused"]) == (3, 0)
+    assert first["conversations_written"] == "slice"
     assert delta.read_table(spark, cfg, "pii_findings").where("pii_type = 'EMAIL'").first()["findings"] == 1
 
     (raw / "a.jsonl").write_text(_chat("I feel low", "I hear you.") + "\n" + _chat("Still low", "Tell me more.") + "\n")
@@ -161,6 +171,7 @@ def test_rerun_parses_only_new_and_changed_objects_and_drops_removed_ones(spark,
     (raw / "c.jsonl").write_text(_chat("I cannot sleep", "That sounds exhausting.") + "\n")
     second = ingest_now("r2")
     assert (second["objects_parsed"], second["objects_reused"]) == (2, 1)
+    assert second["conversations_written"] == "slice"  # a changed and a removed object: the slice is rewritten
     conv = rows("conversations")
     assert {k[0] for k in conv} == {"support_chat/a.jsonl", "support_chat/c.jsonl", "support_chat/e.jsonl"}
     assert len(conv) == 4 and rows("quarantine") == {}  # a's bad line left with the old version of a
@@ -170,4 +181,46 @@ def test_rerun_parses_only_new_and_changed_objects_and_drops_removed_ones(spark,
     assert all(r["records_read"] == r["conversations"] + r["quarantined"] for r in second["by_family"])
 
     changed = make_config("shared_corpus.yaml", raw_root=str(tmp_path / "raw"), ingest__quarantine_raw_chars=100)
-    assert ingest_now("r3", changed)["objects_parsed"] == 3
+    third = ingest_now("r3", changed)
+    assert (third["objects_parsed"], third["conversations_written"]) == (3, "slice")
+
+
+def test_a_rerun_with_only_new_objects_adds_their_rows_and_keeps_the_rest_as_a_rewrite_would(spark, make_config,
+                                                                                               tmp_path):
+    """Only new objects: their rows are inserted (one MERGE, the kept rows not rewritten), and the table holds what
+    ingesting the whole tree would give. Rows a crashed run left from an object the ledger does not hold (then
+    deleted from the raw tree) make the rerun rewrite the slice, so they leave."""
+    from delta.tables import DeltaTable
+
+    raw, cfg, ingest_now = _raw_lake(spark, make_config, tmp_path, {
+        "a.jsonl": _chat("I feel low", "I hear you.") + "\n{bad json\n",
+        "e.jsonl": _chat("My exams scare me", "Exams can feel huge.") + "\n"})
+
+    def content(config):
+        return sorted((r["conversation_id"], r["content_hash"], r["source_uri"]) for r in
+                      delta.read_table(spark, config, "conversations").collect())
+
+    ingest_now("r1")
+    (raw / "c.jsonl").write_text(_chat("I cannot sleep", "That sounds exhausting.") + "\n"
+                                 + _chat("Work is too much", "That is a lot to carry.") + "\n")
+    before = delta.current_version(spark, cfg.table_path("conversations"))
+    second = ingest_now("r2")
+    assert (second["objects_parsed"], second["conversations_written"], second["conversations"]) == (1, "added", 4)
+    history = DeltaTable.forPath(spark, cfg.table_path("conversations")).history().orderBy("version").collect()
+    assert [r["operation"] for r in history if r["version"] > before] == ["MERGE"]
+    assert json.loads(history[-1]["userMetadata"])["run_id"] == "r2"
+    runs = {r["source_uri"]: r["ingest_run_id"] for r in delta.read_table(spark, cfg, "conversations").collect()}
+    assert runs == {"support_chat/a.jsonl": "r1", "support_chat/e.jsonl": "r1", "support_chat/c.jsonl": "r2"}
+    assert all(r["records_read"] == r["conversations"] + r["quarantined"] for r in second["by_family"])
+    whole = make_config("shared_corpus.yaml", raw_root=str(tmp_path / "raw"), lake_root=str(tmp_path / "whole"),
+                        database="t_whole_ingest")
+    ingest_now("w1", whole)
+    assert content(cfg) == content(whole)
+    assert ingest_now("r3")["conversations_changed"] is False  # nothing new: no version, nothing rewritten
+
+    # a crashed run's rows: e's ledger row gone (the crash came before the ledger write), then e deleted
+    DeltaTable.forPath(spark, cfg.table_path("ingest_objects")).delete("key = 'support_chat/e.jsonl'")
+    (raw / "e.jsonl").unlink()
+    fourth = ingest_now("r4")
+    assert fourth["conversations_written"] == "slice"
+    assert {r[2] for r in content(cfg)} == {"support_chat/a.jsonl", "support_chat/c.jsonl"}

@@ -114,6 +114,13 @@ def _save(root: Path, report: dict) -> None:
     (root / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
+def append_result(path: str, result: dict) -> None:
+    """Print one measurement and append it to the JSON list at `path` (the small benchmarks/ scripts' output)."""
+    print(json.dumps(result), flush=True)
+    out = json.loads(Path(path).read_text()) if Path(path).exists() else []
+    Path(path).write_text(json.dumps(out + [result], indent=2) + "\n")
+
+
 def incremental(spark, cfg, root: Path, stages: list[str], n: int, first: dict) -> dict:
     """Copy the held-back objects into the raw tree and run every stage again; time relative to the first run."""
     from etl.cli import new_run_id

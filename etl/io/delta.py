@@ -259,6 +259,35 @@ def add_missing(rows: DataFrame, cfg: Config, name: str, keys: tuple[str, ...], 
         rows.unpersist()
 
 
+def insert_rows(df: DataFrame, cfg: Config, name: str, keys: tuple[str, ...], run_id: str, stage: str
+                ) -> WriteResult:
+    """Add `df` to an existing table as a MERGE inserting the rows whose keys it lacks: what `write_table` would
+    write when the table's rows are all kept and `df` holds only new ones (ingest when only new objects arrived),
+    without rewriting or fingerprinting the kept rows. The rows are computed once (persisted) and counted; no rows,
+    no new version. A MERGE, not an append: a row already there (a crashed run's) is not added twice. The crash
+    points are `write_table`'s. `rows` of the result is the number of rows given.
+    """
+    spark = df.sparkSession
+    path = cfg.table_path(name)
+    df = with_comments(df.select(*[f.name for f in SCHEMAS[name].fields]) if name in SCHEMAS else df, name)
+    df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        n = df.count()
+        if not n:
+            log.info("%s: no new rows, no new version", name)
+            register_table(spark, cfg, name)
+            return WriteResult(name, None, 0, False)
+        for point in ("before_write", "during_write"):
+            crash_point(stage, point, name)
+        _merge_absent(df, path, keys, run_id, stage, cfg)
+        crash_point(stage, "after_write", name)
+    finally:
+        df.unpersist()
+    register_table(spark, cfg, name)
+    log.info("%s: %d new rows inserted", name, n)
+    return WriteResult(name, current_version(spark, path), n, True)
+
+
 def _merge_absent(rows: DataFrame, path: str, keys: tuple[str, ...], run_id: str, stage: str, cfg: Config) -> None:
     """MERGE inserting the rows whose keys the table lacks, the run id and stage in the commit's userMetadata."""
     from delta.tables import DeltaTable

@@ -175,15 +175,19 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     cached = [parsed, reused, todo]
     try:
         old_conv = delta.read_table(spark, cfg, CONVERSATIONS).where(f"family IN ({raw_names})")
-        conv = conversations_from_parsed(parsed, run_id, cfg.pii.enabled).unionByName(
-            ledger.kept_rows(old_conv, reused))
+        new_conv = conversations_from_parsed(parsed, run_id, cfg.pii.enabled)
+        # only new objects (every row there is kept): add their rows instead of rewriting the whole raw slice
+        add_only = delta.table_exists(spark, cfg.table_path(CONVERSATIONS)) and ledger.only_additions(old_conv, reused)
         quar = quarantine_from_parsed(parsed, run_id).unionByName(
             ledger.kept_rows(delta.read_table(spark, cfg, QUARANTINE), reused))
         all_objects = ledger.new_ledger_rows(parsed, todo, key, run_id).unionByName(
             reused.withColumn(ledger.RETRY, F.lit(False))).persist()
         cached.append(all_objects)
-        w_conv = delta.write_table(conv, cfg, CONVERSATIONS, run_id, "ingest",
-                                   replace_where=f"family IN ({raw_names})")
+        if add_only:
+            w_conv = delta.insert_rows(new_conv, cfg, CONVERSATIONS, ("conversation_id",), run_id, "ingest")
+        else:
+            w_conv = delta.write_table(new_conv.unionByName(ledger.kept_rows(old_conv, reused)), cfg, CONVERSATIONS,
+                                       run_id, "ingest", replace_where=f"family IN ({raw_names})")
         w_quar = delta.write_table(quar, cfg, QUARANTINE, run_id, "ingest")
         delta.write_table(ledger.pii_findings(all_objects), cfg, PII_FINDINGS, run_id, "ingest")
         written_conv = delta.read_table(spark, cfg, CONVERSATIONS).where(f"family IN ({raw_names})")
@@ -197,7 +201,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     finally:
         for df in cached:
             df.unpersist()
-    log.info("ingest: %d objects parsed, %d unchanged reused", n_todo, n_objs - n_todo)
+    n_conv = sum(r["conversations"] for r in recon)
+    log.info("ingest: %d objects parsed, %d unchanged reused; conversations %s", n_todo, n_objs - n_todo,
+             f"{w_conv.rows} added to the kept rows" if add_only else "rewritten" if w_conv.changed else "unchanged")
     log.info("ingest reconciliation (records read = conversations + quarantined):\n%s", format_reconciliation(recon))
     records = {r["family"]: r["conversations"] for r in recon}
     cov = inv.coverage([r.asDict() for r in inventory.collect()], cfg, records)
@@ -206,8 +212,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     return {
         "objects": n_objs, "objects_parsed": n_todo, "objects_reused": n_objs - n_todo,
         "records_read": sum(r["records_read"] for r in recon),
-        "conversations": w_conv.rows, "quarantined": w_quar.rows,
-        "conversations_changed": w_conv.changed, "by_family": recon,
+        "conversations": n_conv, "quarantined": w_quar.rows,
+        "conversations_changed": w_conv.changed, "conversations_written": "added" if add_only else "slice",
+        "by_family": recon,
     }
 
 

@@ -6,6 +6,8 @@ quarantine rows are kept as they are (with the run id that produced them), and i
 New and changed objects are parsed; objects gone from the inventory drop out with their rows. A settings or code
 change misses every ledger row, so everything is parsed again. The ledger is written last, after the tables it
 describes, so a crash in between leaves objects to parse again, never rows that the ledger does not account for.
+When every conversation row comes from a reused object (`only_additions`: nothing changed or removed, no crash
+leftovers), ingest inserts the new objects' rows instead of rewriting the raw families' slice.
 """
 
 from __future__ import annotations
@@ -64,6 +66,15 @@ def split_objects(spark: SparkSession, cfg: Config, objs: DataFrame, key: str) -
 def kept_rows(table: DataFrame, reused: DataFrame) -> DataFrame:
     """Rows of conversations / quarantine that came from reused objects."""
     return table.join(reused.select(F.col("key").alias("source_uri")), "source_uri", how="left_semi")
+
+
+def only_additions(table: DataFrame, reused: DataFrame) -> bool:
+    """True when every row of `table` (a lake table, or the raw slice of one) came from a reused object: the rows
+    `kept_rows` keeps are then all of them, and the parsed objects' rows can be added without rewriting the rest.
+    A changed or removed object, a settings change (nothing reused) or rows a crashed run left from an object the
+    ledger does not hold make this False."""
+    uris = table.select("source_uri").distinct()
+    return uris.join(reused.select(F.col("key").alias("source_uri")), "source_uri", how="left_anti").isEmpty()
 
 
 def new_ledger_rows(parsed: DataFrame, todo: DataFrame, key: str, run_id: str) -> DataFrame:
