@@ -27,9 +27,9 @@ MESSAGE_FIELDS = ("messages", "prompt", "chosen", "rejected")
 
 def code_digest(metadata_fields: tuple[str, ...]) -> str:
     """Names what a stored scan depends on: the detector, its patterns, this module and the scanned metadata."""
-    from etl import pii as detector, pii_patterns
+    from etl import pii as detector, pii_patterns, pii_urls
 
-    return source_digest(detector, pii_patterns, sys.modules[__name__]) + "|" + ",".join(metadata_fields)
+    return source_digest(detector, pii_patterns, pii_urls, sys.modules[__name__]) + "|" + ",".join(metadata_fields)
 
 
 def record_texts(row: dict, metadata_fields: tuple[str, ...]) -> Iterator[tuple[str, str]]:

@@ -35,11 +35,12 @@ RETRY = "_retry"
 @functools.lru_cache(maxsize=1)
 def _code_digest() -> str:
     """Digest of the source of the modules that decide what an object becomes (readers, contract, PII, parser)."""
-    from etl import contract, pii, pii_patterns, readers
+    from etl import contract, pii, pii_patterns, pii_urls, readers
     from etl.stages import ingest
 
     modules = [importlib.import_module(f"etl.readers.{m.name}") for m in pkgutil.iter_modules(readers.__path__)]
-    return source_digest(*sorted(modules, key=lambda m: m.__name__), readers, contract, pii, pii_patterns, ingest)
+    return source_digest(*sorted(modules, key=lambda m: m.__name__), readers, contract, pii, pii_patterns,
+                         pii_urls, ingest)
 
 
 def ingest_key(cfg: Config) -> str:
