@@ -4,8 +4,9 @@ For each N: generate the corpus (etl.bench.scale, with `--incremental` of N extr
 stages that exist on it (each measured: wall, CPU of the process tree, rows/s = N / wall, peak RSS, shuffle
 bytes; see etl.bench.measure), score the dedup stage on the known duplicates, measure the baselines (MLlib
 approxSimilarityJoin on the whole corpus, word-set Jaccard on a sample) and the embedding paths in the same run,
-then add the held-back data and run every stage again (incremental rerun). Writes `DIR/n<N>/report.json`,
-`DIR/bench_report.json` and, with several N, `DIR/time_vs_n.png`.
+then add the held-back data and run every stage again in a fresh process, as a user's rerun is a new
+spark-submit (incremental rerun, etl.bench.rerun; `--rerun-process same` keeps it in this one). Writes
+`DIR/n<N>/report.json`, `DIR/bench_report.json` and, with several N, `DIR/time_vs_n.png`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -104,7 +108,8 @@ def bench_one(spark, args, n: int) -> dict:
         report["embedding"] = scale_eval.embedding_comparison(spark, cfg, args.embed_sample)
         _save(root, report)
     if args.incremental and summary["extra"]:
-        report["incremental"] = incremental(spark, cfg, root, stages, n, report["totals"])
+        report["incremental"] = incremental(spark, cfg, root, stages, n, report["totals"], args.conf, args.overrides,
+                                            args.rerun_process)
     _save(root, report)
     return report
 
@@ -121,8 +126,13 @@ def append_result(path: str, result: dict) -> None:
     Path(path).write_text(json.dumps(out + [result], indent=2) + "\n")
 
 
-def incremental(spark, cfg, root: Path, stages: list[str], n: int, first: dict) -> dict:
-    """Copy the held-back objects into the raw tree and run every stage again; time relative to the first run."""
+def incremental(spark, cfg, root: Path, stages: list[str], n: int, first: dict, conf: str = "conf/shared_corpus.yaml",
+                overrides: list[str] = (), process: str = "fresh") -> dict:
+    """Copy the held-back objects into the raw tree and run every stage again; time relative to the first run.
+
+    `process="fresh"` (the default) runs the stages in a new Python process and JVM (etl.bench.rerun), as a
+    user's rerun is a new spark-submit; "same" reuses this session, whose warm JVM makes a rerun look cheaper.
+    A cluster master always reruns in this session (a second driver would need its own submit)."""
     from etl.cli import new_run_id
 
     extra = root / "corpus" / "raw_extra"
@@ -130,12 +140,34 @@ def incremental(spark, cfg, root: Path, stages: list[str], n: int, first: dict) 
         target = root / "corpus" / "raw" / path.relative_to(extra)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-    rerun = run_stages(spark, cfg, stages, new_run_id(), n)
+    if process == "fresh" and spark.sparkContext.master.startswith("local"):
+        rerun, how = rerun_in_fresh_process(root, n, stages, conf, list(overrides))
+    else:
+        rerun, how = run_stages(spark, cfg, stages, new_run_id(), n), {"process": "same"}
     totals = _totals(rerun)
-    return {"stages": rerun, "totals": totals,
-            "wall_ratio": round(totals["wall_s"] / first["wall_s"], 3) if first["wall_s"] else None,
-            "cpu_ratio": round(totals["cpu_s"] / first["cpu_s"], 3) if first["cpu_s"] else None,
+    return {"stages": rerun, "totals": totals, **how,
+            "wall_ratio": round(totals["wall_s"] / first["wall_s"], 3) if first["wall_s"] and rerun else None,
+            "cpu_ratio": round(totals["cpu_s"] / first["cpu_s"], 3) if first["cpu_s"] and rerun else None,
             "texts_embedded": rerun.get("dedup", {}).get("counts", {}).get("texts_embedded")}
+
+
+def rerun_in_fresh_process(root: Path, n: int, stages: list[str], conf: str, overrides: list[str]
+                           ) -> tuple[dict, dict]:
+    """(stages measured by `python -m etl.bench.rerun`, how it ran); no stages and an error when it failed."""
+    out = root / "rerun_stages.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "etl.bench.rerun", "--root", str(root), "--n", str(n), "--conf", conf,
+           "--stages", ",".join(stages), "--out", str(out), *[a for o in overrides for a in ("--set", o)]]
+    # the child builds its own local session: not the spark-submit parent's settings, never its py4j gateway
+    env = {k: v for k, v in os.environ.items() if k != "ETL_SPARK_SUBMIT" and not k.startswith("PYSPARK_GATEWAY")}
+    started = time.perf_counter()
+    code = subprocess.run(cmd, env=env, check=False).returncode
+    how = {"process": "fresh", "process_wall_s": round(time.perf_counter() - started, 1)}
+    if code != 0 or not out.exists():
+        log.warning("bench: the rerun process exited %s (%s); its log is above", code, " ".join(cmd))
+        return {}, {**how, "error": f"python -m etl.bench.rerun exited {code}"}
+    data = json.loads(out.read_text())
+    return data["stages"], {**how, "session_start_s": data["session_start_s"]}
 
 
 def plot(reports: list[dict], path: Path) -> None:
@@ -191,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stages", default="", help="comma-separated subset (default: every available stage)")
     parser.add_argument("--incremental", type=float, default=0.01, help="new-data fraction of the rerun (0: none)")
+    parser.add_argument("--rerun-process", choices=("fresh", "same"), default="fresh",
+                        help="run the incremental rerun in a new process, as a user's rerun is (default), or in this one")
     parser.add_argument("--embed-sample", type=int, default=512, help="texts of the embedding comparison (0: skip)")
     parser.add_argument("--jaccard-sample", type=int, default=3000, help="conversations of the word-set baseline")
     parser.add_argument("--baseline-threshold", type=float, default=0.8)
