@@ -1,0 +1,84 @@
+"""Where a run's Spark jobs come from: every stage on an existing bench lake, its jobs counted by call site.
+
+    python benchmarks/job_sites.py --root out/bench/n200 --n 200 --out out/job_sites.json
+
+A job's name is Spark's call site ("collect at etl/gates/base.py:75"; "... at CompletableFuture.java" for the
+broadcasts and subqueries adaptive execution starts; "... at DatabricksLogging.scala" and "getHistory at
+DeltaTableOperations.scala" for Delta's own). Per site: jobs and the sum of their durations (jobs may overlap,
+so the sums can exceed the wall time); per stage: wall time, jobs and its busiest sites. The lake is written in
+place, like stage_repeat.py (a stage with nothing new rewrites nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from etl.bench.run import bench_config, run_stages  # noqa: E402
+from etl.cli import available_stages, new_run_id, setup_logging  # noqa: E402
+from etl.io import delta  # noqa: E402
+from etl.spark import get_spark  # noqa: E402
+
+
+def job_sites(spark, group: str) -> list[tuple[str, float]]:
+    """(call site, seconds) of every job of a job group, from the driver's status store."""
+    store = spark.sparkContext._jsc.sc().statusStore()
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    out = []
+    for job_id in spark.sparkContext.statusTracker().getJobIdsForGroup(group):
+        job = store.job(job_id)
+        start = job.submissionTime().get().getTime() if job.submissionTime().isDefined() else 0
+        end = job.completionTime().get().getTime() if job.completionTime().isDefined() else start
+        out.append((str(job.name()).replace(repo, ""), (end - start) / 1e3))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", required=True, help="bench root with corpus/, lake/, release/")
+    parser.add_argument("--n", type=int, required=True, help="conversations of the bench root")
+    parser.add_argument("--stages", default="", help="comma-separated (default: every stage but upload)")
+    parser.add_argument("--conf", default="conf/shared_corpus.yaml")
+    parser.add_argument("--top", type=int, default=25, help="sites printed")
+    parser.add_argument("--out", required=True, help="JSON report path")
+    args = parser.parse_args(argv)
+    setup_logging()
+    root = Path(args.root)
+    if not (root / "lake").is_dir():
+        print(f"job_sites: {root / 'lake'} is not a folder; pass a bench root (python -m etl bench --out DIR "
+              f"writes DIR/n<N>)", file=sys.stderr)
+        return 2
+    cfg = bench_config(args.conf, root, args.n, [])
+    spark = get_spark("etl-job-sites")
+    delta.register_all(spark, cfg)
+    stages = [s for s in args.stages.split(",") if s] or [s for s in available_stages() if s != "upload"]
+    measured = run_stages(spark, cfg, stages, new_run_id(), args.n)
+    jobs, seconds, per_stage = collections.Counter(), collections.Counter(), {}
+    for name, m in measured.items():
+        sites = collections.Counter()
+        for site, secs in job_sites(spark, m["group"]):
+            jobs[site] += 1
+            seconds[site] += secs
+            sites[site] += 1
+        per_stage[name] = {"wall_s": m["wall_s"], "spark_jobs": sum(sites.values()),
+                           "sites": dict(sites.most_common(5))}
+    report = {"root": str(root), "n": args.n, "wall_s": round(sum(m["wall_s"] for m in measured.values()), 1),
+              "spark_jobs": sum(jobs.values()),
+              "sites": [{"site": s, "jobs": n, "job_s": round(seconds[s], 1)} for s, n in jobs.most_common()],
+              "stages": per_stage}
+    print(f"{report['spark_jobs']} jobs, wall {report['wall_s']} s")
+    for row in report["sites"][: args.top]:
+        print(f"{row['jobs']:5d} jobs {row['job_s']:7.1f} s  {row['site']}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
