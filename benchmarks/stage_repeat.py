@@ -21,10 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from etl.bench.run import bench_config, run_stages  # noqa: E402
+from etl.bench.run import open_bench_lake, run_stages  # noqa: E402
 from etl.cli import new_run_id, setup_logging  # noqa: E402
-from etl.io import delta  # noqa: E402
-from etl.spark import get_spark  # noqa: E402
 from etl.testing.lake_check import table_versions  # noqa: E402
 
 
@@ -39,13 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     root = Path(args.root)
-    if not (root / "lake").is_dir():
-        print(f"stage_repeat: {root / 'lake'} is not a folder; pass a bench root (python -m etl bench --out DIR "
-              f"writes DIR/n<N>)", file=sys.stderr)
+    opened = open_bench_lake("stage_repeat", root, args.n, args.conf, "etl-stage-repeat")
+    if opened is None:
         return 2
-    cfg = bench_config(args.conf, root, args.n, [])
-    spark = get_spark("etl-stage-repeat")
-    delta.register_all(spark, cfg)
+    cfg, spark = opened
     stages = [s for s in args.stages.split(",") if s]
     runs = []
     for i in range(args.repeat):

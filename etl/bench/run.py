@@ -41,6 +41,22 @@ def bench_config(conf: str, root: Path, n: int, overrides: list[str]):
     return dataclasses.replace(cfg, families=families)
 
 
+def open_bench_lake(tool: str, root: Path, n: int, conf: str, app_name: str):
+    """(cfg, spark) over an existing bench root's lake, its tables registered; None, after a one-line message
+    naming the folder, when `root` has no lake (the benchmark scripts that rerun stages on a finished lake)."""
+    from etl.io import delta
+    from etl.spark import get_spark
+
+    if not (root / "lake").is_dir():
+        print(f"{tool}: {root / 'lake'} is not a folder; pass a bench root (python -m etl bench --out DIR "
+              f"writes DIR/n<N>)", file=sys.stderr)
+        return None
+    cfg = bench_config(conf, root, n, [])
+    spark = get_spark(app_name)
+    delta.register_all(spark, cfg)
+    return cfg, spark
+
+
 def run_stages(spark, cfg, stages: list[str], run_id: str, n: int) -> dict:
     """Run each stage measured; a failing stage is recorded (one line) and the next ones still run."""
     from etl.cli import run_stage
