@@ -159,12 +159,9 @@ def fs_read_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, in
 
 
 def fs_read_scope(spark) -> str:
-    """`all tasks` when the tasks run in this JVM (local master), else `driver only`."""
-    try:
-        master = spark.sparkContext.master
-    except Exception:  # noqa: BLE001
-        return "driver only"
-    return "all tasks" if master.startswith("local") else "driver only"
+    """`all tasks` when the tasks run in this JVM (local master), else `driver only` (`measure` calls it only
+    with a SparkContext)."""
+    return "all tasks" if spark.sparkContext.master.startswith("local") else "driver only"
 
 
 @contextmanager
