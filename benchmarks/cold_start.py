@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from etl.bench.run import append_result, bench_config, run_stages  # noqa: E402
-from etl.cli import available_stages, new_run_id, setup_logging  # noqa: E402
+from etl.bench.run import add_lake_arguments, append_result, bench_config, chosen_stages, run_stages  # noqa: E402
+from etl.cli import new_run_id, setup_logging  # noqa: E402
 from etl.io import delta  # noqa: E402
 from etl.spark import local_conf  # noqa: E402
 
@@ -42,11 +42,8 @@ def jvm_counters(spark) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", required=True, help="bench root with corpus/, lake/, release/")
-    parser.add_argument("--n", type=int, required=True)
-    parser.add_argument("--stages", default="", help="comma-separated (default: every stage but upload)")
+    add_lake_arguments(parser)  # --stages empty: every stage but upload
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--conf", default="conf/shared_corpus.yaml")
     parser.add_argument("--java-opts", default="", help="added to spark.driver.extraJavaOptions")
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", required=True, help="JSON list the result is appended to")
@@ -67,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
               "session_start_s": round(time.perf_counter() - started, 1), "runs": []}
     cfg = bench_config(args.conf, Path(args.root), args.n, [])
     delta.register_all(spark, cfg)
-    stages = [s for s in args.stages.split(",") if s] or [s for s in available_stages() if s != "upload"]
+    stages = chosen_stages(args.stages)
     for i in range(args.repeat):
         run, run_id = {}, new_run_id()
         for stage in stages:

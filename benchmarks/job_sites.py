@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from etl.bench.run import open_bench_lake, run_stages  # noqa: E402
-from etl.cli import available_stages, new_run_id, setup_logging  # noqa: E402
+from etl.bench.run import add_lake_arguments, chosen_stages, open_bench_lake, run_stages  # noqa: E402
+from etl.cli import new_run_id, setup_logging  # noqa: E402
 
 
 def job_sites(spark, group: str) -> list[tuple[str, float]]:
@@ -39,10 +39,7 @@ def job_sites(spark, group: str) -> list[tuple[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", required=True, help="bench root with corpus/, lake/, release/")
-    parser.add_argument("--n", type=int, required=True, help="conversations of the bench root")
-    parser.add_argument("--stages", default="", help="comma-separated (default: every stage but upload)")
-    parser.add_argument("--conf", default="conf/shared_corpus.yaml")
+    add_lake_arguments(parser)  # --stages empty: every stage but upload
     parser.add_argument("--top", type=int, default=25, help="sites printed")
     parser.add_argument("--out", required=True, help="JSON report path")
     args = parser.parse_args(argv)
@@ -52,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if opened is None:
         return 2
     cfg, spark = opened
-    stages = [s for s in args.stages.split(",") if s] or [s for s in available_stages() if s != "upload"]
+    stages = chosen_stages(args.stages)
     measured = run_stages(spark, cfg, stages, new_run_id(), args.n)
     jobs, seconds, per_stage = collections.Counter(), collections.Counter(), {}
     for name, m in measured.items():

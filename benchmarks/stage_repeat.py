@@ -21,18 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from etl.bench.run import open_bench_lake, run_stages  # noqa: E402
+from etl.bench.run import add_lake_arguments, open_bench_lake, run_stages  # noqa: E402
 from etl.cli import new_run_id, setup_logging  # noqa: E402
 from etl.testing.lake_check import table_versions  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", required=True, help="bench root with corpus/, lake/, release/")
-    parser.add_argument("--n", type=int, required=True, help="conversations of the bench root (names the database)")
-    parser.add_argument("--stages", default="dedup", help="comma-separated stage names, run in this order")
+    add_lake_arguments(parser, stages_default="dedup")
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--conf", default="conf/shared_corpus.yaml")
     parser.add_argument("--out", required=True, help="JSON report path")
     args = parser.parse_args(argv)
     setup_logging()

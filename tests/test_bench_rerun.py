@@ -75,3 +75,15 @@ def test_incremental_stays_in_process_on_a_cluster_master_or_when_asked(tmp_path
         report = bench_run.incremental(spark, None, root, ["ingest"], 200, {"wall_s": 50.0, "cpu_s": 0},
                                        process=process)
         assert report["process"] == "same" and report["wall_ratio"] == 0.1 and report["cpu_ratio"] is None
+
+
+def test_scripts_on_a_finished_lake_run_the_named_stages_or_every_one_but_upload():
+    import argparse
+
+    every = bench_run.chosen_stages("")
+    assert "upload" not in every and {"ingest", "dedup", "verify"} <= set(every)
+    assert bench_run.chosen_stages("verify,,dedup") == ["verify", "dedup"]
+    parser = argparse.ArgumentParser()
+    bench_run.add_lake_arguments(parser, stages_default="dedup")
+    args = parser.parse_args(["--root", "R", "--n", "200"])
+    assert (args.root, args.n, args.stages, args.conf) == ("R", 200, "dedup", "conf/shared_corpus.yaml")

@@ -41,6 +41,21 @@ def bench_config(conf: str, root: Path, n: int, overrides: list[str]):
     return dataclasses.replace(cfg, families=families)
 
 
+def add_lake_arguments(parser: argparse.ArgumentParser, stages_default: str = "") -> None:
+    """--root, --n, --stages and --conf: the arguments of the scripts that rerun stages on a finished bench lake."""
+    parser.add_argument("--root", required=True, help="bench root with corpus/, lake/, release/")
+    parser.add_argument("--n", type=int, required=True, help="conversations of the bench root (names the database)")
+    parser.add_argument("--stages", default=stages_default, help="comma-separated stage names, run in this order")
+    parser.add_argument("--conf", default="conf/shared_corpus.yaml")
+
+
+def chosen_stages(stages: str) -> list[str]:
+    """The stages named in `--stages`, or every available stage but those a benchmark skips when it names none."""
+    from etl.cli import available_stages
+
+    return [s for s in stages.split(",") if s] or [s for s in available_stages() if s not in SKIP_STAGES]
+
+
 def open_bench_lake(tool: str, root: Path, n: int, conf: str, app_name: str):
     """(cfg, spark) over an existing bench root's lake, its tables registered; None, after a one-line message
     naming the folder, when `root` has no lake (the benchmark scripts that rerun stages on a finished lake)."""
