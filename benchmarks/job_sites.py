@@ -2,8 +2,8 @@
 
     python benchmarks/job_sites.py --root out/bench/n200 --n 200 --out out/job_sites.json
 
-A job's name is Spark's call site ("collect at etl/gates/base.py:75"; "... at CompletableFuture.java" for the
-broadcasts and subqueries adaptive execution starts; "... at DatabricksLogging.scala" and "getHistory at
+A job's name is Spark's call site ("collect at etl/gates/base.py:75"; "... at CompletableFuture.java" for jobs
+started on another thread, mostly by adaptive execution; "... at DatabricksLogging.scala" and "getHistory at
 DeltaTableOperations.scala" for Delta's own). Per site: jobs and the sum of their durations (jobs may overlap,
 so the sums can exceed the wall time); per stage: wall time, jobs and its busiest sites. The lake is written in
 place, like stage_repeat.py (a stage with nothing new rewrites nothing).
